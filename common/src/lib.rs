@@ -1,0 +1,5 @@
+//! Shared by lifeguard's agent and controller: the message model and its parsers, configuration
+//! loading, and the AWS client factory. No business logic lives here.
+
+pub mod config;
+pub mod message;
