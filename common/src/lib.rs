@@ -1,5 +1,6 @@
 //! Shared by lifeguard's agent and controller: the message model and its parsers, configuration
 //! loading, and the AWS client factory. No business logic lives here.
 
+pub mod aws;
 pub mod config;
 pub mod message;

@@ -1,6 +1,9 @@
 //! Every sample in `tests/fixtures/aws-events/` (verbatim AWS documentation samples and real
 //! captures; see its README) parses as what it is.
 
+// A failed unwrap in a test is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use lifeguard_common::message::{self, Explanation};

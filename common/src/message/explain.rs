@@ -153,25 +153,25 @@ impl Explanation {
             out.time = rebalance.time;
             return Some(out);
         }
-        if body.trim_start().starts_with('[') {
-            if let Ok(events) = imds::parse_maintenance_events(body) {
-                let mut out = Explanation::new("scheduled_change", Format::Imds);
-                let active: Vec<&imds::MaintenanceEvent> = events
-                    .iter()
-                    .filter(|e| e.state != "completed" && e.state != "canceled")
-                    .collect();
-                match active.first() {
-                    Some(first) => {
-                        out.state = Some(first.code.clone());
-                        out.time = Some(first.not_before.clone()).filter(|t| !t.is_empty());
-                    }
-                    None => {
-                        out.kind = "ignored";
-                        out.reason = Some("no active scheduled maintenance event".to_string());
-                    }
+        if body.trim_start().starts_with('[')
+            && let Ok(events) = imds::parse_maintenance_events(body)
+        {
+            let mut out = Explanation::new("scheduled_change", Format::Imds);
+            let active: Vec<&imds::MaintenanceEvent> = events
+                .iter()
+                .filter(|e| e.state != "completed" && e.state != "canceled")
+                .collect();
+            match active.first() {
+                Some(first) => {
+                    out.state = Some(first.code.clone());
+                    out.time = Some(first.not_before.clone()).filter(|t| !t.is_empty());
                 }
-                return Some(out);
+                None => {
+                    out.kind = "ignored";
+                    out.reason = Some("no active scheduled maintenance event".to_string());
+                }
             }
+            return Some(out);
         }
         let state = imds::parse_target_lifecycle_state(body).ok()?;
         let mut out = match state {

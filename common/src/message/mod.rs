@@ -113,14 +113,16 @@ pub(crate) fn parse_at_depth(body: &[u8], depth: usize) -> Result<Parsed, ParseE
     if trimmed.is_empty() {
         return Err(ParseError::new("", "message is empty"));
     }
-    if !trimmed.starts_with('{') && !trimmed.starts_with('[') && !trimmed.starts_with('"') {
-        if let Some(fields) = notification::key_value_fields(trimmed) {
-            let message = notification::parse_auto_scaling_notification(&fields)?;
-            return Ok(Parsed {
-                format: Format::Sns,
-                message,
-            });
-        }
+    if !trimmed.starts_with('{')
+        && !trimmed.starts_with('[')
+        && !trimmed.starts_with('"')
+        && let Some(fields) = notification::key_value_fields(trimmed)
+    {
+        let message = notification::parse_auto_scaling_notification(&fields)?;
+        return Ok(Parsed {
+            format: Format::Sns,
+            message,
+        });
     }
     let value: Value = serde_json::from_str(trimmed)
         .map_err(|e| ParseError::new("", format!("message is not valid JSON: {e}")))?;

@@ -169,13 +169,13 @@ pub(crate) fn parse_lambda_sns_event(object: &Object, depth: usize) -> Result<Pa
 /// The `Message` of an SNS notification: any message lifeguard understands, in JSON or the
 /// key/value form, or an Image Builder image notification.
 fn parse_sns_message(inner: &str, depth: usize) -> Result<Parsed, ParseError> {
-    if let Ok(Value::Object(object)) = serde_json::from_str::<Value>(inner) {
-        if is_image_builder_image(&object) {
-            return Ok(Parsed {
-                format: Format::Sns,
-                message: parse_image_builder_image(&object)?,
-            });
-        }
+    if let Ok(Value::Object(object)) = serde_json::from_str::<Value>(inner)
+        && is_image_builder_image(&object)
+    {
+        return Ok(Parsed {
+            format: Format::Sns,
+            message: parse_image_builder_image(&object)?,
+        });
     }
     let parsed = parse_at_depth(inner.as_bytes(), depth + 1)?;
     Ok(Parsed {

@@ -1,0 +1,109 @@
+//! Command line. Exit codes follow sysexits(3) so scripts can tell bad input from a bad call.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::explain::{self, MAX_INPUT_BYTES, Origin};
+
+/// Input was read but is not a message lifeguard understands (EX_DATAERR).
+pub const EXIT_BAD_MESSAGE: u8 = 65;
+/// The input could not be read (EX_NOINPUT).
+pub const EXIT_NO_INPUT: u8 = 66;
+/// Output could not be written (EX_IOERR).
+pub const EXIT_IO: u8 = 74;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lifeguard-controller",
+    version,
+    about = "Watches over every drain of the EC2 Auto Scaling groups it manages"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print one JSON object saying what lifeguard understands of a message, and why it would
+    /// act on it or ignore it.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// File holding one message body; `-` reads standard input.
+    #[arg(default_value = "-")]
+    pub input: PathBuf,
+    /// What kind of input it is.
+    #[arg(long, value_enum, default_value_t = Origin::Auto)]
+    pub from: Origin,
+    /// Indent the JSON output.
+    #[arg(long)]
+    pub pretty: bool,
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Explain(args) => run_explain(&args),
+    }
+}
+
+fn fail(code: u8, message: std::fmt::Arguments<'_>) -> ExitCode {
+    // A one-line error: newlines inside the message would split it for log collectors.
+    let line = message.to_string().replace('\n', " ");
+    eprintln!("lifeguard-controller: {line}");
+    ExitCode::from(code)
+}
+
+fn read_input(path: &PathBuf) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    let limit = MAX_INPUT_BYTES + 1;
+    if path.as_os_str() == "-" {
+        std::io::stdin().lock().take(limit).read_to_end(&mut body)?;
+    } else {
+        std::fs::File::open(path)?
+            .take(limit)
+            .read_to_end(&mut body)?;
+    }
+    Ok(body)
+}
+
+fn run_explain(args: &ExplainArgs) -> ExitCode {
+    let name = if args.input.as_os_str() == "-" {
+        "standard input".to_string()
+    } else {
+        args.input.display().to_string()
+    };
+    let body = match read_input(&args.input) {
+        Ok(body) => body,
+        Err(e) => return fail(EXIT_NO_INPUT, format_args!("explain: reading {name}: {e}")),
+    };
+    if body.len() as u64 > MAX_INPUT_BYTES {
+        return fail(
+            EXIT_BAD_MESSAGE,
+            format_args!(
+                "explain: {name}: larger than {MAX_INPUT_BYTES} bytes, not a queue message"
+            ),
+        );
+    }
+    let explanation = match explain::explain(&body, args.from) {
+        Ok(explanation) => explanation,
+        Err(e) => return fail(EXIT_BAD_MESSAGE, format_args!("explain: {name}: {e}")),
+    };
+    let rendered = if args.pretty {
+        serde_json::to_string_pretty(&explanation)
+    } else {
+        serde_json::to_string(&explanation)
+    };
+    let written = rendered
+        .map_err(std::io::Error::other)
+        .and_then(|json| writeln!(std::io::stdout().lock(), "{json}"));
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(EXIT_IO, format_args!("explain: writing the result: {e}")),
+    }
+}
