@@ -1,0 +1,99 @@
+"""EC2 actions the emulator serves itself, on top of moto's EC2 response class and models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from moto.core.responses import ActionResult
+from moto.ec2.exceptions import InvalidParameterCombination, MissingParameterError
+from moto.ec2.responses import EC2Response
+
+from . import launch_templates
+from .state import emulator
+
+
+class LifeguardEC2Response(EC2Response):
+    INTERCEPTED = frozenset(
+        {
+            "CreateImage",
+            "RegisterImage",
+            "CopyImage",
+            "DeregisterImage",
+            "CreateLaunchTemplateVersion",
+            "DeleteLaunchTemplateVersions",
+        }
+    )
+
+    # ------------------------------------------------------------------ images
+    def _track(self, result: ActionResult) -> ActionResult:
+        image_id = result.result.get("ImageId") if isinstance(result.result, dict) else None
+        if image_id:
+            emulator().images.track_new(self.ec2_backend, image_id)
+        return result
+
+    def create_image(self) -> ActionResult:
+        return self._track(super().create_image())
+
+    def register_image(self) -> ActionResult:
+        return self._track(super().register_image())
+
+    def copy_image(self) -> ActionResult:
+        return self._track(super().copy_image())
+
+    def deregister_image(self) -> ActionResult:
+        image_id = self._get_param("ImageId")
+        result = super().deregister_image()
+        emulator().images.deregistered(self.ec2_backend, image_id)
+        return result
+
+    # -------------------------------------------------------- launch templates
+    def _template(self) -> Any:
+        name = self._get_param("LaunchTemplateName")
+        template_id = self._get_param("LaunchTemplateId")
+        if name and template_id:
+            raise InvalidParameterCombination(
+                "The parameters LaunchTemplateName and LaunchTemplateId cannot be specified together."
+            )
+        if template_id:
+            return self.ec2_backend.get_launch_template(template_id)
+        if name:
+            return self.ec2_backend.get_launch_template_by_name(name)
+        raise MissingParameterError("launch template ID or launch template name")
+
+    def create_launch_template_version(self) -> ActionResult:
+        template = self._template()
+        data = launch_templates.version_data(
+            template, self._get_param("SourceVersion"), self._get_param("LaunchTemplateData", {})
+        )
+        self.error_on_dryrun()
+        version = template.create_version(data, self._get_param("VersionDescription"))
+        return ActionResult(
+            {
+                "LaunchTemplateVersion": {
+                    "CreateTime": version.create_time,
+                    "CreatedBy": f"arn:{self.partition}:iam::{self.current_account}:root",
+                    "DefaultVersion": template.is_default(version),
+                    "LaunchTemplateData": version.data,
+                    "LaunchTemplateId": template.id,
+                    "LaunchTemplateName": template.name,
+                    "VersionDescription": version.description,
+                    "VersionNumber": version.number,
+                }
+            }
+        )
+
+    def delete_launch_template_versions(self) -> ActionResult:
+        template = self._template()
+        versions = [str(v) for v in self._get_param("Versions", []) or []]
+        if not versions:
+            raise MissingParameterError("LaunchTemplateVersion")
+        if len(versions) > launch_templates.MAX_DELETE:
+            raise InvalidParameterCombination("You can delete up to 200 launch template versions in a single request.")
+        self.error_on_dryrun()
+        ok, bad = launch_templates.delete_versions(template, versions)
+        return ActionResult(
+            {
+                "SuccessfullyDeletedLaunchTemplateVersions": ok,
+                "UnsuccessfullyDeletedLaunchTemplateVersions": bad,
+            }
+        )

@@ -1,0 +1,73 @@
+"""Fixtures: one emulator process per test session (free port), reset before each test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import pytest
+
+from helpers import EMULATOR_DIR, Emulator
+
+@pytest.fixture(scope="session")
+def emulator_process() -> Any:
+    tmp = tempfile.mkdtemp(prefix="lg-emu-")
+    port_file = os.path.join(tmp, "port")
+    env = dict(os.environ, PYTHONPATH=str(EMULATOR_DIR))
+    for key in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        env.pop(key, None)
+    log = open(os.path.join(tmp, "emulator.log"), "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lifeguard_emulator", "--host", "127.0.0.1", "--port", "0", "--port-file", port_file],
+        cwd=str(EMULATOR_DIR),
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.time() + 60
+    while not os.path.exists(port_file):
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise RuntimeError(f"emulator did not start; see {log.name}")
+        time.sleep(0.05)
+    port = int(open(port_file).read().strip())
+    yield {"endpoint": f"http://127.0.0.1:{port}", "proc": proc, "port_file": port_file, "log": log.name}
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture()
+def emu(emulator_process: Any) -> Emulator:
+    e = Emulator(emulator_process["endpoint"])
+    e.ok("POST", "reset")
+    e.ok("POST", "config", {"ami_pending_secs": 0.3, "terminate_proceed_delay_secs": 0.1})
+    return e
+
+
+@pytest.fixture()
+def asg(emu: Emulator) -> Any:
+    return emu.client("autoscaling")
+
+
+@pytest.fixture()
+def ec2(emu: Emulator) -> Any:
+    return emu.client("ec2")
+
+
+@pytest.fixture()
+def sqs(emu: Emulator) -> Any:
+    return emu.client("sqs")
+
+
+@pytest.fixture()
+def events(emu: Emulator) -> Any:
+    return emu.client("events")
