@@ -207,10 +207,10 @@ async fn spawn(dir: &Path, port: u16) -> (Child, u16) {
         .unwrap_or_else(|e| panic!("starting the emulator: {e}"));
     let started = Instant::now();
     loop {
-        if let Ok(text) = std::fs::read_to_string(&port_file) {
-            if let Ok(port) = text.trim().parse::<u16>() {
-                return (child, port);
-            }
+        if let Ok(text) = std::fs::read_to_string(&port_file)
+            && let Ok(port) = text.trim().parse::<u16>()
+        {
+            return (child, port);
         }
         let log = std::fs::read_to_string(dir.join("emulator.log")).unwrap_or_default();
         if let Ok(Some(status)) = child.try_wait() {
