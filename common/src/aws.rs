@@ -8,6 +8,9 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde::Deserialize;
 
 /// How the SDK retries throttled and transient failures.
@@ -31,6 +34,9 @@ pub struct AwsSettings {
     /// One endpoint for every AWS service (an emulator, a proxy). Default: AWS's own endpoints.
     #[serde(default)]
     pub endpoint_url: Option<String>,
+    /// S3 only, when it differs from `endpoint_url` (an S3 interface VPC endpoint).
+    #[serde(default)]
+    pub s3_endpoint_url: Option<String>,
     /// Attempts per call, the first included.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
@@ -61,6 +67,7 @@ impl Default for AwsSettings {
         AwsSettings {
             region: None,
             endpoint_url: None,
+            s3_endpoint_url: None,
             max_attempts: default_max_attempts(),
             retry_mode: RetryMode::default(),
             connect_timeout_ms: default_connect_timeout_ms(),
@@ -76,6 +83,7 @@ impl AwsSettings {
         AwsSettings {
             region: Some(region.to_string()),
             endpoint_url: Some(endpoint_url.to_string()),
+            s3_endpoint_url: None,
             max_attempts: 2,
             connect_timeout_ms: 1_000,
             ..AwsSettings::default()
@@ -84,7 +92,7 @@ impl AwsSettings {
 
     fn path_style(&self) -> bool {
         self.s3_force_path_style
-            .unwrap_or(self.endpoint_url.is_some())
+            .unwrap_or(self.endpoint_url.is_some() || self.s3_endpoint_url.is_some())
     }
 }
 
@@ -117,11 +125,54 @@ pub async fn sdk_config(settings: &AwsSettings, credentials: Option<Credentials>
     loader.load().await
 }
 
+/// Whether another attempt of a failed call may succeed: throttling, server errors, timeouts
+/// and connection failures are transient; everything else (validation, permissions, missing
+/// resources) is permanent and retrying it only delays the error.
+pub fn is_transient<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
+    match error {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let code = service.err().code().unwrap_or_default();
+            status >= 500 || status == 429 || TRANSIENT_CODES.contains(&code)
+        }
+        _ => false,
+    }
+}
+
+/// Error codes AWS uses for throttling and passing trouble (across query and JSON protocols).
+const TRANSIENT_CODES: [&str; 10] = [
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "SlowDown",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "ServiceUnavailable",
+    "InternalFailure",
+];
+
+/// The error code and message of a service error, for matching specific AWS errors.
+pub fn error_code_and_message<E: ProvideErrorMetadata>(
+    error: &SdkError<E, HttpResponse>,
+) -> (Option<&str>, Option<&str>) {
+    match error.as_service_error() {
+        Some(service) => (service.code(), service.message()),
+        None => (None, None),
+    }
+}
+
 /// An S3 client honouring the path-style setting, which the shared configuration cannot carry.
 pub fn s3_client(sdk: &SdkConfig, settings: &AwsSettings) -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::config::Builder::from(sdk)
-        .force_path_style(settings.path_style())
-        .build();
+    let mut config = aws_sdk_s3::config::Builder::from(sdk).force_path_style(settings.path_style());
+    if let Some(endpoint) = &settings.s3_endpoint_url {
+        config = config.endpoint_url(endpoint.clone());
+    }
+    let config = config.build();
     aws_sdk_s3::Client::from_conf(config)
 }
 
