@@ -1,10 +1,8 @@
-//! lifeguard-agent: not built yet. The crate exists so the workspace's dependency boundaries
-//! (no EC2 SDK in the agent) hold from the start.
+use std::process::ExitCode;
 
-fn main() {
-    eprintln!(
-        "lifeguard-agent {}: not implemented yet",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(69);
+use clap::Parser;
+use lifeguard_agent::cli::{Cli, main_with};
+
+fn main() -> ExitCode {
+    main_with(Cli::parse())
 }

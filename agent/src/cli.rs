@@ -1,0 +1,323 @@
+//! Command line: `run` (the service), `validate` (for `ExecStartPre`), `drain --dry-run` and
+//! `archive --output FILE` (what a drain would do and what its archive would hold, without
+//! AWS). Exit codes follow sysexits(3).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use lifeguard_common::aws::{AwsSettings, s3_client, sdk_config};
+
+use crate::config::{AgentConfig, DEFAULT_PATH, LogFormat};
+use crate::drain::Deps;
+use crate::imds::{self, HttpImds};
+use crate::lifecycle::AwsAutoScaling;
+use crate::report::{NoReports, ReportSink, SqsReports};
+use crate::run::Agent;
+use crate::upload::S3Store;
+use crate::{archive, pack, service};
+
+pub const EXIT_SOFTWARE: u8 = 70;
+pub const EXIT_UNAVAILABLE: u8 = 69;
+pub const EXIT_IO: u8 = 74;
+pub const EXIT_CONFIG: u8 = 78;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lifeguard-agent",
+    version,
+    about = "Drains an EC2 Auto Scaling instance gracefully before it leaves"
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, short, global = true, default_value = DEFAULT_PATH, env = "LIFEGUARD_AGENT_CONFIG")]
+    pub config: PathBuf,
+    /// Log format; default: the configuration's `log.format`.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Json,
+    Compact,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Watch the instance and drain it when it leaves (the systemd service).
+    Run,
+    /// Check the configuration and exit: 0 if valid, 78 with the file, line and key if not.
+    Validate,
+    /// Print what a drain would do: the steps in order and the archive's files, without
+    /// running anything or calling AWS.
+    Drain {
+        /// Required: the agent drains only when its instance leaves.
+        #[arg(long, required = true)]
+        dry_run: bool,
+    },
+    /// Build the archive a drain would upload: into a local file without AWS (`--output`), or
+    /// to the configured bucket now, reason `manual` (`--upload`).
+    Archive {
+        #[arg(
+            long,
+            short,
+            conflicts_with = "upload",
+            required_unless_present = "upload"
+        )]
+        output: Option<PathBuf>,
+        #[arg(long)]
+        upload: bool,
+    },
+}
+
+pub fn main_with(cli: Cli) -> ExitCode {
+    let config = match AgentConfig::load(&cli.config) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("lifeguard-agent: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match cli.command {
+        Command::Validate => {
+            println!("{}: valid", cli.config.display());
+            ExitCode::SUCCESS
+        }
+        Command::Drain { .. } => dry_run(&config),
+        Command::Archive {
+            output: Some(output),
+            ..
+        } => archive_to_file(&config, &output),
+        Command::Archive { output: None, .. } => {
+            init_logging(LogFormat::Compact, &config.log.level);
+            crate::manual::upload_now(&config)
+        }
+        Command::Run => {
+            let format = match cli.log_format {
+                Some(LogFormatArg::Json) => LogFormat::Json,
+                Some(LogFormatArg::Compact) => LogFormat::Compact,
+                None => config.log.format,
+            };
+            init_logging(format, &config.log.level);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("lifeguard-agent: starting the runtime: {error}");
+                    return ExitCode::from(EXIT_SOFTWARE);
+                }
+            };
+            runtime.block_on(run(config, cli.config))
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Compact => builder.compact().init(),
+    }
+}
+
+async fn run(config: AgentConfig, config_path: PathBuf) -> ExitCode {
+    let (shutdown, reload) = match service::install_signals() {
+        Ok(pair) => pair,
+        Err(error) => {
+            tracing::error!(%error, "installing signal handlers");
+            return ExitCode::from(EXIT_SOFTWARE);
+        }
+    };
+    let metadata = match HttpImds::new(&config.imds) {
+        Ok(metadata) => metadata,
+        Err(error) => {
+            tracing::error!(%error, "IMDS client");
+            return ExitCode::from(EXIT_SOFTWARE);
+        }
+    };
+    let mut aws = config.aws.clone();
+    if aws.region.is_none() {
+        match imds::region(&metadata).await {
+            Ok(region) => aws.region = Some(region),
+            Err(error) => {
+                tracing::error!(%error, "region unknown: set aws.region or make IMDS reachable");
+                return ExitCode::from(EXIT_UNAVAILABLE);
+            }
+        }
+    }
+    let sdk = sdk_config(&aws, None).await;
+    let store = config
+        .upload
+        .as_ref()
+        .map(|_| S3Store::new(s3_client(&sdk, &aws)));
+    let autoscaling = AwsAutoScaling::new(aws_sdk_autoscaling::Client::new(&sdk));
+    let outcome = match &config.report.queue_url {
+        Some(queue_url) => {
+            let account = imds::account_id(&metadata).await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "account id unknown; reports carry none");
+                String::new()
+            });
+            let reports = SqsReports::new(
+                aws_sdk_sqs::Client::new(&sdk),
+                queue_url.clone(),
+                region_of(&aws),
+                account,
+            );
+            serve(
+                config,
+                config_path,
+                metadata,
+                autoscaling,
+                store,
+                reports,
+                shutdown,
+                reload,
+            )
+            .await
+        }
+        None => {
+            serve(
+                config,
+                config_path,
+                metadata,
+                autoscaling,
+                store,
+                NoReports,
+                shutdown,
+                reload,
+            )
+            .await
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "lifeguard-agent stopped");
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+    }
+}
+
+fn region_of(aws: &AwsSettings) -> String {
+    aws.region.clone().unwrap_or_default()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve<R: ReportSink + 'static>(
+    config: AgentConfig,
+    config_path: PathBuf,
+    metadata: HttpImds,
+    autoscaling: AwsAutoScaling,
+    store: Option<S3Store>,
+    reports: R,
+    shutdown: tokio_util::sync::CancellationToken,
+    reload: Arc<tokio::sync::Notify>,
+) -> Result<(), crate::run::AgentError> {
+    let mut agent = Agent {
+        config,
+        config_path,
+        imds: metadata,
+        deps: Arc::new(Deps {
+            autoscaling,
+            store,
+            reports,
+        }),
+        shutdown,
+        reload,
+    };
+    agent.run().await
+}
+
+fn dry_run(config: &AgentConfig) -> ExitCode {
+    let mut out = String::new();
+    out.push_str("drain steps, in order:\n");
+    if config.drain.steps.is_empty() {
+        out.push_str("  (none)\n");
+    }
+    for (index, step) in config.drain.steps.iter().enumerate() {
+        let action = match step.action() {
+            Ok(action) => format!("{action:?}"),
+            Err(problem) => problem,
+        };
+        out.push_str(&format!(
+            "  {}. {}: {action}, timeout {} s, on failure {:?}\n",
+            index + 1,
+            step.name,
+            step.timeout_secs,
+            step.on_failure
+        ));
+    }
+    match &config.upload {
+        Some(upload) => out.push_str(&format!(
+            "archive upload: s3://{}/{}\n",
+            upload.bucket, upload.key_template
+        )),
+        None => out.push_str("archive upload: none configured\n"),
+    }
+    match archive::plan(&pack::archive_spec(&config.archive)) {
+        Ok(plan) => out.push_str(&format!("{plan}")),
+        Err(error) => {
+            eprintln!("lifeguard-agent: planning the archive: {error}");
+            return ExitCode::from(EXIT_IO);
+        }
+    }
+    print!("{out}");
+    ExitCode::SUCCESS
+}
+
+fn archive_to_file(config: &AgentConfig, output: &Path) -> ExitCode {
+    let file = match std::fs::File::create(output) {
+        Ok(file) => file,
+        Err(error) => {
+            eprintln!("lifeguard-agent: creating {}: {error}", output.display());
+            return ExitCode::from(EXIT_IO);
+        }
+    };
+    let drain = serde_json::json!({"reason": "manual", "agent_version": env!("CARGO_PKG_VERSION")});
+    let writer = std::io::BufWriter::new(file);
+    match archive::build_archive(
+        &pack::archive_spec(&config.archive),
+        &[],
+        drain,
+        None,
+        writer,
+    ) {
+        Ok(outcome) => {
+            let _ = writeln!(
+                std::io::stdout(),
+                "{}: {} files, {} bytes of logs, {} bytes compressed, {} skipped, {} errors",
+                output.display(),
+                outcome.manifest.files.len(),
+                outcome.content_bytes,
+                outcome.compressed_bytes,
+                outcome.manifest.skipped.len(),
+                outcome.manifest.errors.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!(
+                "lifeguard-agent: archiving into {}: {error}",
+                output.display()
+            );
+            ExitCode::from(EXIT_IO)
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! `lifeguard-agent archive --upload`: the logs of a live instance, to S3, now. The same
+//! archive and upload a drain makes (reason `manual`), without steps or lifecycle action; for
+//! an operator chasing an incident, and the path the upload benchmark measures.
+
+use std::process::ExitCode;
+
+use lifeguard_common::aws::{s3_client, sdk_config};
+use tokio::time::{Duration, Instant};
+
+use crate::cli::{EXIT_CONFIG, EXIT_IO, EXIT_SOFTWARE, EXIT_UNAVAILABLE};
+use crate::config::AgentConfig;
+use crate::drain::DrainPlan;
+use crate::imds::{self, HttpImds};
+use crate::lifecycle::{AutoScaling, AwsAutoScaling};
+use crate::pack;
+use crate::state::{DrainRecord, now_rfc3339};
+use crate::upload::S3Store;
+use crate::watch::Trigger;
+
+pub fn upload_now(config: &AgentConfig) -> ExitCode {
+    let Some(upload) = &config.upload else {
+        eprintln!("lifeguard-agent: archive --upload needs an [upload] table in the configuration");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("lifeguard-agent: starting the runtime: {error}");
+            return ExitCode::from(EXIT_SOFTWARE);
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(upload.timeout_secs);
+    runtime.block_on(async {
+        let metadata = match HttpImds::new(&config.imds) {
+            Ok(metadata) => metadata,
+            Err(error) => {
+                eprintln!("lifeguard-agent: IMDS client: {error}");
+                return ExitCode::from(EXIT_SOFTWARE);
+            }
+        };
+        let instance_id = match imds::instance_id(&metadata).await {
+            Ok(id) => id,
+            Err(error) => {
+                eprintln!("lifeguard-agent: reading the instance id: {error}");
+                return ExitCode::from(EXIT_UNAVAILABLE);
+            }
+        };
+        let mut aws = config.aws.clone();
+        if aws.region.is_none() {
+            match imds::region(&metadata).await {
+                Ok(region) => aws.region = Some(region),
+                Err(error) => {
+                    eprintln!("lifeguard-agent: region unknown (set aws.region): {error}");
+                    return ExitCode::from(EXIT_UNAVAILABLE);
+                }
+            }
+        }
+        let sdk = sdk_config(&aws, None).await;
+        let asg = match &config.instance.asg {
+            Some(asg) => Some(asg.clone()),
+            None => AwsAutoScaling::new(aws_sdk_autoscaling::Client::new(&sdk))
+                .membership(&instance_id)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(%instance_id, %error, "group unknown; the key says no-group");
+                    None
+                })
+                .map(|membership| membership.asg),
+        };
+        let plan = DrainPlan {
+            instance_id: instance_id.clone(),
+            asg,
+            trigger: Trigger::Manual,
+            hook: None,
+            action_deadline: None,
+            archive_deadline: Some(deadline),
+            // No steps run, so no step outputs: a directory that does not exist.
+            work_dir: pack::work_dir_for(&config.state.path).with_file_name("manual-archive"),
+        };
+        let record = DrainRecord::new(&instance_id, Trigger::Manual.reason(), now_rfc3339());
+        let job = pack::PackJob::new(config, &plan, &record);
+        let store = S3Store::new(s3_client(&sdk, &aws));
+        match pack::archive_and_upload(&store, job, deadline).await {
+            Ok(summary) => {
+                println!(
+                    "s3://{}/{}: {} bytes, sha256 {}, {} files, {} skipped",
+                    summary.bucket,
+                    summary.key,
+                    summary.bytes,
+                    summary.sha256,
+                    summary.files,
+                    summary.skipped_files
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("lifeguard-agent: {error}");
+                ExitCode::from(EXIT_IO)
+            }
+        }
+    })
+}
