@@ -71,6 +71,10 @@ impl Emulator {
         }
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -269,4 +273,7 @@ where
     }
 }
 
+pub mod agent;
+pub mod drain;
 pub mod fleet;
+pub mod outage;

@@ -1,0 +1,203 @@
+//! The real `lifeguard-agent` binary as a process, pointed at one simulated instance of the
+//! emulator: its IMDS, and the emulator's AWS endpoint with static test credentials.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{Emulator, REGION};
+
+/// A binary of this workspace, from the same build as the running test.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let me = std::env::current_exe().unwrap();
+    // target/debug/deps/<test> -> target/debug/<name>
+    let debug = me.parent().and_then(Path::parent).unwrap();
+    let path = debug.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// Sends a signal by name (`TERM`, `KILL`, `HUP`) to a process.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// A configuration for one simulated instance; `extra` is appended verbatim (steps, archive,
+/// upload, ...).
+pub fn config_for(emulator: &Emulator, instance_id: &str, state_dir: &Path, extra: &str) -> String {
+    config_with_aws(emulator, instance_id, state_dir, "", extra)
+}
+
+/// As [`config_for`], with `aws_extra` added to the `[aws]` table.
+pub fn config_with_aws(
+    emulator: &Emulator,
+    instance_id: &str,
+    state_dir: &Path,
+    aws_extra: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"[aws]
+region = "{REGION}"
+endpoint_url = "{endpoint}"
+max_attempts = 2
+connect_timeout_ms = 1000
+{aws_extra}
+
+[imds]
+base_url = "{imds}"
+request_timeout_ms = 1000
+read_deadline_ms = 3000
+
+[watch]
+poll_interval_ms = 200
+
+[state]
+path = "{state}"
+
+[log]
+format = "json"
+level = "info,lifeguard_agent=debug"
+
+{extra}
+"#,
+        endpoint = emulator.endpoint(),
+        imds = emulator.imds_url(instance_id),
+        state = state_dir.join("agent-state.json").display(),
+    )
+}
+
+/// One agent process, killed when dropped.
+pub struct AgentProcess {
+    child: Option<Child>,
+    log: PathBuf,
+    config: PathBuf,
+}
+
+impl AgentProcess {
+    /// Writes `config` into `dir` and starts `lifeguard-agent run` with it.
+    pub fn start(dir: &Path, config: &str) -> AgentProcess {
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, config).unwrap();
+        Self::start_with(dir, &path)
+    }
+
+    /// Starts the agent again on the same configuration and log (after a kill).
+    pub fn restart(&mut self) {
+        self.kill9();
+        let dir = self.config.parent().unwrap().to_path_buf();
+        *self = Self::start_with(&dir, &self.config);
+    }
+
+    fn start_with(dir: &Path, config: &Path) -> AgentProcess {
+        let log = dir.join("agent.log");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(workspace_binary("lifeguard-agent"))
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_PROFILE")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        AgentProcess {
+            child: Some(child),
+            log,
+            config: config.to_path_buf(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The agent's JSON log lines.
+    pub fn log_events(&self) -> Vec<serde_json::Value> {
+        self.log()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Waits until a log line's `message` contains `text`.
+    pub async fn wait_for_log(&self, text: &str, timeout: Duration) {
+        let started = Instant::now();
+        loop {
+            if self
+                .log_events()
+                .iter()
+                .any(|e| e["message"].as_str().is_some_and(|m| m.contains(text)))
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "the agent did not log {text:?} within {timeout:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn terminate(&self) {
+        signal(self.pid(), "TERM");
+    }
+
+    /// Waits for the process to exit; its exit code.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let started = Instant::now();
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "the agent did not exit within {timeout:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
