@@ -96,7 +96,8 @@ where
         }
 
         if self.config.launch.enabled {
-            self.gate_launch(&instance_id).await;
+            // Checks and the completion's retries can outlast the watchdog interval.
+            service::feeding_watchdog(self.gate_launch(&instance_id)).await;
         }
         self.watch(&instance_id).await
     }
@@ -391,23 +392,7 @@ where
             plan,
             shutdown: self.shutdown.clone(),
         };
-        // The watchdog is fed while the drain runs: a long drain is not a hang.
-        let feeding = CancellationToken::new();
-        let feeder = {
-            let feeding = feeding.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        () = feeding.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => service::notify_watchdog(),
-                    }
-                }
-            })
-        };
-        let outcome = drain.run(record).await;
-        feeding.cancel();
-        let _ = feeder.await;
-        outcome
+        service::feeding_watchdog(drain.run(record)).await
     }
 
     async fn gate_launch(&self, instance_id: &str) {

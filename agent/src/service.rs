@@ -31,6 +31,21 @@ pub fn notify_watchdog() {
     notify(&[NotifyState::Watchdog]);
 }
 
+/// Runs `work` while feeding the watchdog every second: a long drain or readiness wait is
+/// work in progress, not a hang.
+pub async fn feeding_watchdog<F: std::future::Future>(work: F) -> F::Output {
+    let feeder = async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            notify_watchdog();
+        }
+    };
+    tokio::select! {
+        output = work => output,
+        never = feeder => never,
+    }
+}
+
 pub fn notify_stopping() {
     notify(&[NotifyState::Stopping]);
 }
