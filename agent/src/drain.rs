@@ -102,8 +102,8 @@ where
     pub async fn run(&self, mut record: DrainRecord) -> DrainOutcome {
         let instance_id = self.plan.instance_id.clone();
         let resumed = record.seq > 0;
-        tracing::info!(%instance_id, asg = ?self.plan.asg, reason = self.plan.trigger.reason(),
-            hook = ?self.plan.hook.as_ref().map(|h| &h.name), resumed, "drain started");
+        tracing::info!(%instance_id, asg = self.plan.asg.as_deref(), reason = self.plan.trigger.reason(),
+            hook = self.plan.hook.as_ref().map(|h| h.name.as_str()), resumed, "drain started");
         record.asg = self.plan.asg.clone();
         record.hook = self.plan.hook.as_ref().map(|h| h.name.clone());
         let seq = Arc::new(AtomicU64::new(record.seq));

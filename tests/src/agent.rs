@@ -10,9 +10,12 @@ use crate::{Emulator, REGION};
 /// A binary of this workspace, from the same build as the running test.
 pub fn workspace_binary(name: &str) -> PathBuf {
     let me = std::env::current_exe().unwrap();
-    // target/debug/deps/<test> -> target/debug/<name>
-    let debug = me.parent().and_then(Path::parent).unwrap();
-    let path = debug.join(name);
+    // Tests run from target/debug/deps/, the demo from target/debug/: binaries are in the latter.
+    let mut dir = me.parent().unwrap();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().unwrap();
+    }
+    let path = dir.join(name);
     assert!(
         path.exists(),
         "{} is not built (cargo build --workspace)",
