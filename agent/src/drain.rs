@@ -47,6 +47,8 @@ pub struct DrainPlan {
 /// How the drain ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrainOutcome {
+    /// `false` when a stop signal left steps to run: the record stays for a restart.
+    pub finished: bool,
     pub result: Option<LifecycleResult>,
     pub completion: Option<Completion>,
     pub archive: Option<ArchiveSummary>,
@@ -118,6 +120,8 @@ where
         let heartbeat_task = self.start_heartbeats(&record, seq.clone(), heartbeats.clone());
 
         self.run_steps(&mut record).await;
+        // Also on a stop signal mid-drain: the instance may be shutting down, and the logs
+        // must be safe before it does.
         if record.archive.is_none() && record.archive_error.is_none() {
             self.archive(&mut record).await;
         }
@@ -127,6 +131,29 @@ where
             let _ = task.await;
         }
         record.seq = seq.load(Ordering::SeqCst);
+
+        let steps_left = self
+            .config
+            .drain
+            .steps
+            .len()
+            .saturating_sub(record.steps.len());
+        if self.shutdown.is_cancelled() && steps_left > 0 {
+            // Completing now would let the instance go with its drain half done. The record
+            // stays unfinished: a restarted agent runs the remaining steps and completes; if
+            // none comes back, the hook's timeout applies its default result.
+            self.save(&record);
+            tracing::warn!(%instance_id, steps_left, archived = record.archive.is_some(),
+                "stopped mid-drain; the lifecycle action is left for the restarted agent");
+            return DrainOutcome {
+                finished: false,
+                result: None,
+                completion: None,
+                archive: record.archive,
+                archive_error: record.archive_error,
+                steps: record.steps,
+            };
+        }
 
         let result = if record.abandon {
             LifecycleResult::Abandon
@@ -154,6 +181,7 @@ where
         tracing::info!(%instance_id, result = result.as_str(), completion = ?completion,
             archive = ?record.archive.as_ref().map(|a| &a.key), error = ?record.archive_error, "drain finished");
         DrainOutcome {
+            finished: true,
             result: self.plan.hook.as_ref().map(|_| result),
             completion,
             archive: record.archive,
@@ -195,16 +223,20 @@ where
             if record.steps.iter().any(|done| done.name == step.name) {
                 continue;
             }
+            // Asked to stop: steps not run yet are left for the restarted agent to resume.
             if self.shutdown.is_cancelled() {
-                record.steps.push(StepReport {
-                    name: step.name.clone(),
-                    outcome: lifeguard_common::message::StepOutcome::Skipped,
-                    exit_code: None,
-                    duration_ms: 0,
-                });
-                continue;
+                break;
             }
-            let result = run_step(step, &env, drain_deadline).await;
+            let result = tokio::select! {
+                result = run_step(step, &env, drain_deadline) => result,
+                () = self.shutdown.cancelled() => {
+                    // Dropping the step stops its process group; it is not recorded, so the
+                    // restarted agent runs it again.
+                    tracing::warn!(instance_id = %self.plan.instance_id, step = %step.name,
+                        "stop signal: drain step interrupted");
+                    break;
+                }
+            };
             tracing::info!(instance_id = %self.plan.instance_id, step = %step.name, outcome = ?result.outcome,
                 exit_code = ?result.exit_code, duration_ms = result.duration.as_millis() as u64, "drain step done");
             let output_path = self

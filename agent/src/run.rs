@@ -237,7 +237,7 @@ where
     }
 
     async fn after_drain(&self, trigger: &Trigger, outcome: &DrainOutcome) {
-        if !trigger.ends_instance() {
+        if outcome.finished && !trigger.ends_instance() {
             // The instance stays (warm pool, rebalance, stop): a later notice drains it again.
             let _ = std::fs::remove_file(&self.config.state.path);
         }

@@ -140,6 +140,7 @@ async fn run_command(
             );
         }
     };
+    let mut guard = GroupGuard::of(&child);
     // The command holds the write ends now; ours must be gone for the reader to see EOF.
     drop(command);
     let mut reader = match tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into()) {
@@ -164,12 +165,15 @@ async fn run_command(
             },
             status = child.wait() => break status,
             () = tokio::time::sleep_until(deadline) => {
+                guard.disarm();
                 terminate_group(&mut child).await;
                 keep_tail(&mut output, b"\n[lifeguard] step timed out; process group stopped\n");
                 return (StepOutcome::TimedOut, None, finish_output(output));
             }
         }
     };
+    // The leader has exited; what it left running in the group is the step's own business.
+    guard.disarm();
     // Output still buffered in the pipe, bounded by the time left.
     while reading {
         match tokio::time::timeout_at(
@@ -193,6 +197,37 @@ async fn run_command(
                 format!("\n[lifeguard] waiting for the step: {e}\n").as_bytes(),
             );
             (StepOutcome::Failed, None, finish_output(output))
+        }
+    }
+}
+
+/// Stops the step's whole process group if the step is abandoned midway (its future dropped,
+/// as when the agent is asked to stop): `kill_on_drop` alone reaches only the direct child.
+struct GroupGuard {
+    group: Option<Pid>,
+}
+
+impl GroupGuard {
+    fn of(child: &tokio::process::Child) -> GroupGuard {
+        GroupGuard {
+            group: child
+                .id()
+                .and_then(|id| i32::try_from(id).ok())
+                .and_then(Pid::from_raw),
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.group = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(group) = self.group {
+            // SIGTERM lets the step's processes clean up; under systemd, whatever ignores it
+            // is killed at the end of the unit's stop timeout.
+            let _ = kill_process_group(group, Signal::TERM);
         }
     }
 }
