@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use lifeguard_common::message::ArchiveSummary;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
@@ -276,8 +275,20 @@ pub async fn archive_and_upload<S: ArchiveStore>(
         Err(join) => return Err(archive_failed(format!("the archiver stopped: {join}"))),
     };
     let receipt = uploaded?;
+    // The same bytes as MANIFEST.json inside the archive (same struct, same serialiser).
     let manifest_json = serde_json::to_vec_pretty(&outcome.manifest).unwrap_or_default();
-    let manifest_sha256 = hex::encode(Sha256::digest(&manifest_json));
+    let manifest_sha256 = outcome.manifest_sha256.clone();
+    // The manifest's digest is known only once the archive is written: added afterwards.
+    let mut object = object;
+    object
+        .metadata
+        .insert("manifest-sha256".to_string(), manifest_sha256.clone());
+    if let Err(error) = store
+        .replace_metadata(&object, receipt.bytes, &UploadPolicy::new(deadline))
+        .await
+    {
+        tracing::warn!(key = %object.key, %error, "manifest digest not added to the archive's metadata");
+    }
     let mut manifest_object = manifest_object;
     manifest_object
         .metadata

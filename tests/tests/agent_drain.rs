@@ -103,6 +103,11 @@ run = ["sh", "-c", "echo second >> {order}"]
     // Every configured file is in the archive with its bytes, and the manifest says so.
     let unpacked = unpack(&archive);
     let manifest = manifest_of(&unpacked.files);
+    assert_eq!(
+        metadata.get("manifest-sha256"),
+        Some(&sha256_hex(&unpacked.files["MANIFEST.json"])),
+        "the object's metadata names the digest of the manifest inside it"
+    );
     for name in ["app.log", "access.log", "worker/jobs.log"] {
         let path = stage.logs.join(name);
         let original = std::fs::read(&path).unwrap();
