@@ -104,20 +104,24 @@ pub fn main_with(cli: Cli) -> ExitCode {
                 None => config.log.format,
             };
             init_logging(format, &config.log.level);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("lifeguard-agent: starting the runtime: {error}");
-                    return ExitCode::from(EXIT_SOFTWARE);
-                }
-            };
-            runtime.block_on(run(config, cli.config))
+            match runtime() {
+                Ok(runtime) => runtime.block_on(run(config, cli.config)),
+                Err(code) => code,
+            }
         }
     }
+}
+
+/// The agent's runtime: two workers are plenty for its I/O; archiving runs on blocking threads.
+pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            eprintln!("lifeguard-agent: starting the runtime: {error}");
+            ExitCode::from(EXIT_SOFTWARE)
+        })
 }
 
 fn init_logging(format: LogFormat, level: &str) {

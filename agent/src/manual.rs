@@ -22,16 +22,9 @@ pub fn upload_now(config: &AgentConfig) -> ExitCode {
         eprintln!("lifeguard-agent: archive --upload needs an [upload] table in the configuration");
         return ExitCode::from(EXIT_CONFIG);
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::cli::runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("lifeguard-agent: starting the runtime: {error}");
-            return ExitCode::from(EXIT_SOFTWARE);
-        }
+        Err(code) => return code,
     };
     let deadline = Instant::now() + Duration::from_secs(upload.timeout_secs);
     runtime.block_on(async {

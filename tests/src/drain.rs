@@ -116,6 +116,67 @@ impl Stage {
         )
     }
 
+    /// Writes `big.log` (about 8 MB of distinct lines: two 5 MiB parts uncompressed) into the
+    /// logs; its bytes.
+    pub fn write_big_log(&self) -> Vec<u8> {
+        let big: String = (0..400_000u64)
+            .map(|i| format!("line {i} {}\n", i * 7919 % 100_003))
+            .collect();
+        std::fs::write(self.logs.join("big.log"), &big).unwrap();
+        big.into_bytes()
+    }
+
+    /// The upload settings that make `big.log` a multipart upload of two parts.
+    pub fn multipart_config(&self) -> String {
+        self.archive_config_with("compression = \"none\"", "part_size_mib = 5")
+    }
+
+    /// S3 answers 503 to every `UploadPart` for `secs` seconds from now.
+    pub async fn refuse_parts_for(&self, secs: u64) {
+        self.emulator
+            .control_post(
+                "faults",
+                serde_json::json!({"service": "s3", "mode": "unavailable", "secs": secs, "action": "UploadPart"}),
+            )
+            .await;
+    }
+
+    /// Waits until S3 has refused a part upload.
+    pub async fn wait_for_a_refused_part(&self) {
+        eventually(
+            "a part upload to be refused",
+            Duration::from_secs(60),
+            || async {
+                self.emulator
+                    .calls("s3", "UploadPart", None)
+                    .await
+                    .iter()
+                    .any(|c| c["status"].as_u64() == Some(503))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// `CompleteLifecycleAction` calls the emulator served for `instance_id`: (HTTP status,
+    /// result).
+    pub async fn completions(&self, instance_id: &str) -> Vec<(u64, String)> {
+        self.emulator
+            .calls("autoscaling", "CompleteLifecycleAction", Some(instance_id))
+            .await
+            .iter()
+            .map(|call| {
+                (
+                    call["status"].as_u64().unwrap_or_default(),
+                    call["params"]["LifecycleActionResult"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect()
+    }
+
     /// Scale-in of one instance through the hook, capacity decremented.
     pub async fn terminate(&self, instance_id: &str) {
         self.clients

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use lifeguard_common::message::{ReportPhase, StepOutcome};
 use lifeguard_e2e::agent::{AgentProcess, config_for, config_with_aws};
-use lifeguard_e2e::drain::{self, BUCKET, GROUP, HOOK, archived_path, sha256_hex, stage, unpack};
+use lifeguard_e2e::drain::{BUCKET, GROUP, HOOK, archived_path, sha256_hex, stage, unpack};
 use lifeguard_e2e::eventually;
 use lifeguard_e2e::outage::OutageProxy;
 use serde_json::{Value, json};
@@ -22,25 +22,6 @@ fn manifest_of(files: &std::collections::BTreeMap<String, Vec<u8>>) -> Value {
             .expect("MANIFEST.json in the archive"),
     )
     .unwrap()
-}
-
-/// Completions the emulator served for `instance_id`: (HTTP status, result).
-async fn completions(stage: &drain::Stage, instance_id: &str) -> Vec<(u64, String)> {
-    stage
-        .emulator
-        .calls("autoscaling", "CompleteLifecycleAction", Some(instance_id))
-        .await
-        .iter()
-        .map(|call| {
-            (
-                call["status"].as_u64().unwrap_or_default(),
-                call["params"]["LifecycleActionResult"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,7 +123,7 @@ run = ["sh", "-c", "echo second >> {order}"]
 
     // One completion, CONTINUE, by instance id.
     assert_eq!(
-        completions(&stage, &victim).await,
+        stage.completions(&victim).await,
         vec![(200, "CONTINUE".to_string())]
     );
     let call = &stage
@@ -220,7 +201,7 @@ async fn a_drain_longer_than_the_heartbeat_timeout_succeeds_through_heartbeats()
         .count();
     assert!(accepted >= 3, "heartbeats: {heartbeats:?}");
     assert_eq!(
-        completions(&stage, &victim).await,
+        stage.completions(&victim).await,
         vec![(200, "CONTINUE".to_string())]
     );
     let reports = stage.reports().await;
@@ -255,11 +236,11 @@ async fn abandon_steps_complete_with_abandon_and_continue_steps_do_not() {
         stage.wait_terminated(instance, WAIT).await;
     }
     assert_eq!(
-        completions(&stage, &stage.instances[0]).await,
+        stage.completions(&stage.instances[0]).await,
         vec![(200, "ABANDON".to_string())]
     );
     assert_eq!(
-        completions(&stage, &stage.instances[1]).await,
+        stage.completions(&stage.instances[1]).await,
         vec![(200, "CONTINUE".to_string())]
     );
     // The step after the failing one still ran, and the archive still went up.
@@ -274,16 +255,13 @@ async fn s3_down_for_a_while_still_gets_the_whole_archive() {
     let stage = stage(1, 60).await;
     let victim = stage.instances[0].clone();
     // Enough logs for a multipart upload (5 MiB parts), so the outage hits it midway.
-    let big: String = (0..400_000u64)
-        .map(|i| format!("line {i} {}\n", i * 7919 % 100_003))
-        .collect();
-    std::fs::write(stage.logs.join("big.log"), &big).unwrap();
+    let big = stage.write_big_log();
     // S3 goes away (connections reset, then refused) once the first part is on its way, and
     // comes back four seconds later with its state intact; then it answers 503 to the next
     // two part uploads.
     let s3 = OutageProxy::start(stage.emulator.port(), 3 << 20, Duration::from_secs(4)).await;
     let aws = format!("s3_endpoint_url = \"{}\"", s3.url());
-    let extra = stage.archive_config_with("compression = \"none\"", "part_size_mib = 5");
+    let extra = stage.multipart_config();
     let agent = AgentProcess::start(
         stage.dir.path(),
         &config_with_aws(&stage.emulator, &victim, stage.dir.path(), &aws, &extra),
@@ -309,7 +287,7 @@ async fn s3_down_for_a_while_still_gets_the_whole_archive() {
         unpacked
             .files
             .get(&archived_path(&stage.logs.join("big.log"))),
-        Some(&big.clone().into_bytes()),
+        Some(&big),
         "the archive holds the whole file"
     );
     let failed_parts = stage
@@ -326,7 +304,7 @@ async fn s3_down_for_a_while_still_gets_the_whole_archive() {
         "no multipart upload left open"
     );
     assert_eq!(
-        completions(&stage, &victim).await,
+        stage.completions(&victim).await,
         vec![(200, "CONTINUE".to_string())]
     );
 }
@@ -367,7 +345,7 @@ async fn killed_mid_drain_and_restarted_resumes_without_doing_anything_twice() {
     let keys = stage.keys(&format!("lifeguard/{GROUP}/{victim}/")).await;
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert_eq!(
-        completions(&stage, &victim).await,
+        stage.completions(&victim).await,
         vec![(200, "CONTINUE".to_string())]
     );
     assert!(agent.log().contains("resuming an unfinished drain"));
@@ -384,33 +362,17 @@ async fn killed_mid_drain_and_restarted_resumes_without_doing_anything_twice() {
 async fn killed_mid_upload_and_restarted_leaves_no_open_upload() {
     let stage = stage(1, 60).await;
     let victim = stage.instances[0].clone();
-    let big: String = (0..400_000u64)
-        .map(|i| format!("line {i} {}\n", i * 7919 % 100_003))
-        .collect();
-    std::fs::write(stage.logs.join("big.log"), &big).unwrap();
-    let extra = stage.archive_config_with("compression = \"none\"", "part_size_mib = 5");
+    let big = stage.write_big_log();
+    let extra = stage.multipart_config();
     let mut agent = AgentProcess::start(
         stage.dir.path(),
         &config_for(&stage.emulator, &victim, stage.dir.path(), &extra),
     );
     agent.wait_for_log("lifeguard-agent watching", WAIT).await;
     // Parts fail for a while, so the first run is caught with its multipart upload open.
-    stage
-        .emulator
-        .control_post(
-            "faults",
-            json!({"service": "s3", "mode": "unavailable", "secs": 8, "action": "UploadPart"}),
-        )
-        .await;
+    stage.refuse_parts_for(8).await;
     stage.terminate(&victim).await;
-    eventually("a part upload to be refused", WAIT, || async {
-        let calls = stage.emulator.calls("s3", "UploadPart", None).await;
-        calls
-            .iter()
-            .any(|c| c["status"].as_u64() == Some(503))
-            .then_some(())
-    })
-    .await;
+    stage.wait_for_a_refused_part().await;
     assert_eq!(
         stage.open_uploads().await,
         1,
@@ -444,10 +406,10 @@ async fn killed_mid_upload_and_restarted_leaves_no_open_upload() {
         unpacked
             .files
             .get(&archived_path(&stage.logs.join("big.log"))),
-        Some(&big.into_bytes())
+        Some(&big)
     );
     assert_eq!(
-        completions(&stage, &victim).await,
+        stage.completions(&victim).await,
         vec![(200, "CONTINUE".to_string())]
     );
 }

@@ -9,23 +9,10 @@ use std::time::Duration;
 use lifeguard_e2e::agent::{AgentProcess, config_for, signal};
 use lifeguard_e2e::drain::{GROUP, archived_path, stage, unpack};
 use lifeguard_e2e::{eventually, fleet};
-use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// The agent gives a running upload 30 s after SIGTERM; beyond that plus slack it is stuck.
 const EXIT_BOUND: Duration = Duration::from_secs(45);
-
-fn completions(calls: &[Value]) -> Vec<String> {
-    calls
-        .iter()
-        .map(|c| {
-            c["params"]["LifecycleActionResult"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_step_secures_the_logs_and_leaves_the_rest_to_the_restarted_agent() {
@@ -90,13 +77,8 @@ async fn sigterm_mid_step_secures_the_logs_and_leaves_the_rest_to_the_restarted_
     );
     assert_eq!(stage.keys(&prefix).await, keys, "archived once");
     assert_eq!(
-        completions(
-            &stage
-                .emulator
-                .calls("autoscaling", "CompleteLifecycleAction", Some(&victim))
-                .await
-        ),
-        vec!["CONTINUE".to_string()]
+        stage.completions(&victim).await,
+        vec![(200, "CONTINUE".to_string())]
     );
 }
 
@@ -104,35 +86,17 @@ async fn sigterm_mid_step_secures_the_logs_and_leaves_the_rest_to_the_restarted_
 async fn sigterm_mid_upload_finishes_the_upload_before_exiting() {
     let stage = stage(1, 120).await;
     let victim = stage.instances[0].clone();
-    let big: String = (0..400_000u64)
-        .map(|i| format!("line {i} {}\n", i * 7919 % 100_003))
-        .collect();
-    std::fs::write(stage.logs.join("big.log"), &big).unwrap();
-    let extra = stage.archive_config_with("compression = \"none\"", "part_size_mib = 5");
+    let big = stage.write_big_log();
+    let extra = stage.multipart_config();
     let mut agent = AgentProcess::start(
         stage.dir.path(),
         &config_for(&stage.emulator, &victim, stage.dir.path(), &extra),
     );
     agent.wait_for_log("lifeguard-agent watching", WAIT).await;
     // Parts are refused for six seconds: the upload is in flight when the stop comes.
-    stage
-        .emulator
-        .control_post(
-            "faults",
-            json!({"service": "s3", "mode": "unavailable", "secs": 6, "action": "UploadPart"}),
-        )
-        .await;
+    stage.refuse_parts_for(6).await;
     stage.terminate(&victim).await;
-    eventually("a part upload to be refused", WAIT, || async {
-        stage
-            .emulator
-            .calls("s3", "UploadPart", None)
-            .await
-            .iter()
-            .any(|c| c["status"].as_u64() == Some(503))
-            .then_some(())
-    })
-    .await;
+    stage.wait_for_a_refused_part().await;
     agent.terminate();
     assert_eq!(
         agent.wait_exit(EXIT_BOUND).await,
@@ -148,19 +112,14 @@ async fn sigterm_mid_upload_finishes_the_upload_before_exiting() {
         unpacked
             .files
             .get(&archived_path(&stage.logs.join("big.log"))),
-        Some(&big.into_bytes()),
+        Some(&big),
         "the upload finished whole after the stop signal"
     );
     assert_eq!(stage.open_uploads().await, 0);
     // No step was left, so the drain was whole and the action completed before exiting.
     assert_eq!(
-        completions(
-            &stage
-                .emulator
-                .calls("autoscaling", "CompleteLifecycleAction", Some(&victim))
-                .await
-        ),
-        vec!["CONTINUE".to_string()]
+        stage.completions(&victim).await,
+        vec![(200, "CONTINUE".to_string())]
     );
 }
 
