@@ -9,21 +9,7 @@ use aws_sdk_autoscaling::error::DisplayErrorContext;
 use lifeguard_common::aws::{error_code_and_message, is_transient};
 use lifeguard_common::message::Transition;
 
-/// `CONTINUE` or `ABANDON`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LifecycleResult {
-    Continue,
-    Abandon,
-}
-
-impl LifecycleResult {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LifecycleResult::Continue => "CONTINUE",
-            LifecycleResult::Abandon => "ABANDON",
-        }
-    }
-}
+pub use lifeguard_common::message::LifecycleResult;
 
 /// The instance as its group sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -368,3 +368,20 @@ impl Ignored {
         }
     }
 }
+
+/// How a lifecycle action is completed: `CONTINUE` or `ABANDON`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LifecycleResult {
+    Continue,
+    Abandon,
+}
+
+impl LifecycleResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LifecycleResult::Continue => "CONTINUE",
+            LifecycleResult::Abandon => "ABANDON",
+        }
+    }
+}

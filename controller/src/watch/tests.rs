@@ -1,0 +1,196 @@
+use time::macros::datetime;
+
+use super::*;
+
+const T0: OffsetDateTime = datetime!(2026-11-22 10:00:00 UTC);
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn at(n: i64) -> OffsetDateTime {
+    T0 + time::Duration::seconds(n)
+}
+
+fn policy() -> GroupPolicy {
+    GroupPolicy {
+        fallback_result: LifecycleResult::Abandon,
+        launch_fallback_result: LifecycleResult::Continue,
+        agent_grace: secs(60),
+        report_silence: secs(120),
+        heartbeat_while_waiting: true,
+        agentless_archive: false,
+        agentless_archive_timeout: secs(300),
+    }
+}
+
+fn terminate(heartbeat_timeout: u64) -> Watch {
+    Watch {
+        instance_id: "i-0abc".into(),
+        asg: "web".into(),
+        hook: "drain".into(),
+        transition: Transition::Terminating,
+        began_at: T0,
+        heartbeat_timeout: secs(heartbeat_timeout),
+        last_heartbeat_at: None,
+        agent: AgentState::Silent,
+        takeover: Takeover::None,
+    }
+}
+
+#[test]
+fn a_silent_agent_gets_its_grace_then_the_fallback() {
+    let watch = terminate(300);
+    assert_eq!(
+        decide(&watch, &policy(), at(0)),
+        Decision::WaitUntil(at(60))
+    );
+    assert_eq!(
+        decide(&watch, &policy(), at(59)),
+        Decision::WaitUntil(at(60))
+    );
+    assert_eq!(
+        decide(&watch, &policy(), at(60)),
+        Decision::Complete(LifecycleResult::Abandon)
+    );
+}
+
+#[test]
+fn a_reporting_agent_is_followed_not_overruled() {
+    let mut watch = terminate(300);
+    watch.on_report(ReportPhase::DrainStarted, 1, at(5));
+    // Past the first-report grace: the agent is there, nothing to do.
+    assert_eq!(
+        decide(&watch, &policy(), at(61)),
+        Decision::WaitUntil(at(125))
+    );
+    watch.on_report(ReportPhase::DrainHeartbeat, 2, at(100));
+    assert_eq!(
+        decide(&watch, &policy(), at(200)),
+        Decision::WaitUntil(at(220))
+    );
+    watch.on_report(ReportPhase::DrainFinished, 3, at(210));
+    assert_eq!(decide(&watch, &policy(), at(400)), Decision::Forget);
+}
+
+#[test]
+fn reports_that_stop_hand_the_action_to_the_controller() {
+    let mut watch = terminate(600);
+    watch.on_report(ReportPhase::DrainStarted, 1, at(5));
+    assert_eq!(
+        decide(&watch, &policy(), at(125)),
+        Decision::Complete(LifecycleResult::Abandon)
+    );
+}
+
+#[test]
+fn duplicate_and_stale_reports_change_nothing() {
+    let mut watch = terminate(300);
+    watch.on_report(ReportPhase::DrainStarted, 1, at(5));
+    watch.on_report(ReportPhase::DrainHeartbeat, 4, at(90));
+    let before = watch.clone();
+    watch.on_report(ReportPhase::DrainStarted, 1, at(5));
+    watch.on_report(ReportPhase::DrainHeartbeat, 3, at(80));
+    assert_eq!(watch, before);
+    // And nothing after the end.
+    watch.on_report(ReportPhase::DrainFinished, 5, at(100));
+    let finished = watch.clone();
+    watch.on_report(ReportPhase::DrainHeartbeat, 6, at(110));
+    assert_eq!(watch, finished);
+}
+
+#[test]
+fn heartbeats_keep_a_silent_action_alive_while_waiting() {
+    // Heartbeat timeout 90 s, grace 200 s: without heartbeats it would expire before the
+    // grace ends.
+    let mut policy = policy();
+    policy.agent_grace = secs(200);
+    let mut watch = terminate(90);
+    assert_eq!(decide(&watch, &policy, at(0)), Decision::WaitUntil(at(60)));
+    assert_eq!(decide(&watch, &policy, at(60)), Decision::Heartbeat);
+    watch.on_heartbeat_sent(at(60));
+    assert_eq!(watch.expires_at(), at(150));
+    assert_eq!(
+        decide(&watch, &policy, at(61)),
+        Decision::WaitUntil(at(120))
+    );
+    policy.heartbeat_while_waiting = false;
+    assert_eq!(
+        decide(&watch, &policy, at(61)),
+        Decision::WaitUntil(at(150))
+    );
+}
+
+#[test]
+fn nothing_is_done_after_the_action_expired() {
+    let mut policy = policy();
+    policy.heartbeat_while_waiting = false;
+    policy.agent_grace = secs(600);
+    let watch = terminate(60);
+    assert_eq!(decide(&watch, &policy, at(60)), Decision::Forget);
+}
+
+#[test]
+fn no_heartbeat_can_outlast_the_global_timeout() {
+    let mut watch = terminate(60);
+    assert_eq!(watch.global_deadline(), at(6000));
+    watch.on_heartbeat_sent(at(5950));
+    assert_eq!(watch.expires_at(), at(6000));
+    let mut policy = policy();
+    policy.agent_grace = secs(10_000);
+    // Due by the usual rule, but useless: no heartbeat, wait for the end.
+    assert_eq!(
+        decide(&watch, &policy, at(5990)),
+        Decision::WaitUntil(at(6000))
+    );
+    assert_eq!(decide(&watch, &policy, at(6000)), Decision::Forget);
+    // 48 hours at most.
+    let long = terminate(7200);
+    assert_eq!(long.global_deadline(), at(48 * 3600));
+}
+
+#[test]
+fn the_agentless_archive_comes_before_the_fallback_for_terminations() {
+    let mut policy = policy();
+    policy.agentless_archive = true;
+    let mut watch = terminate(300);
+    assert_eq!(
+        decide(&watch, &policy, at(60)),
+        Decision::StartAgentlessArchive
+    );
+    watch.takeover = Takeover::Archiving { since: at(60) };
+    assert_eq!(
+        decide(&watch, &policy, at(61)),
+        Decision::WaitUntil(at(200))
+    );
+    assert_eq!(decide(&watch, &policy, at(200)), Decision::Heartbeat);
+    watch.on_heartbeat_sent(at(200));
+    // The archive's time is up (or it ended): complete.
+    assert_eq!(
+        decide(&watch, &policy, at(360)),
+        Decision::Complete(LifecycleResult::Abandon)
+    );
+    watch.takeover = Takeover::Archived;
+    assert_eq!(
+        decide(&watch, &policy, at(210)),
+        Decision::Complete(LifecycleResult::Abandon)
+    );
+    watch.takeover = Takeover::Completed {
+        result: LifecycleResult::Abandon,
+    };
+    assert_eq!(decide(&watch, &policy, at(211)), Decision::Forget);
+}
+
+#[test]
+fn launches_fall_back_to_their_own_result_without_an_archive() {
+    let mut policy = policy();
+    policy.agentless_archive = true;
+    let mut watch = terminate(300);
+    watch.transition = Transition::Launching;
+    assert_eq!(
+        decide(&watch, &policy, at(60)),
+        Decision::Complete(LifecycleResult::Continue)
+    );
+    watch.on_report(ReportPhase::LaunchReady, 1, at(30));
+    assert_eq!(decide(&watch, &policy, at(60)), Decision::Forget);
+}
