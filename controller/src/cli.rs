@@ -14,6 +14,8 @@ pub const EXIT_BAD_MESSAGE: u8 = 65;
 pub const EXIT_NO_INPUT: u8 = 66;
 /// Output could not be written (EX_IOERR).
 pub const EXIT_IO: u8 = 74;
+/// The configuration is wrong (EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,12 +24,19 @@ pub const EXIT_IO: u8 = 74;
     about = "Watches over every drain of the EC2 Auto Scaling groups it manages"
 )]
 pub struct Cli {
+    /// Configuration file (a missing default file is fine when the environment configures
+    /// the queue).
+    #[arg(long, short, global = true, default_value = crate::config::DEFAULT_PATH, env = "LIFEGUARD_CONTROLLER_CONFIG")]
+    pub config: PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check the configuration (file and environment) and exit: 0 if valid, 78 with the file,
+    /// line and key if not.
+    Validate,
     /// Print one JSON object saying what lifeguard understands of a message, and why it would
     /// act on it or ignore it.
     Explain(ExplainArgs),
@@ -49,6 +58,16 @@ pub struct ExplainArgs {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Explain(args) => run_explain(&args),
+        Command::Validate => {
+            let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+            match crate::config::ControllerConfig::load(&cli.config, &env) {
+                Ok(_) => {
+                    println!("{}: valid", cli.config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(EXIT_CONFIG, format_args!("{error}")),
+            }
+        }
     }
 }
 

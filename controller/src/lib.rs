@@ -2,5 +2,6 @@
 //! drain watch, reconcile loop, image pipeline, drills and swaps build on the same model.
 
 pub mod cli;
+pub mod config;
 pub mod explain;
 pub mod watch;

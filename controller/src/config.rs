@@ -1,0 +1,438 @@
+//! `/etc/lifeguard/controller.toml`: strict TOML, then environment overrides for containers
+//! (`LIFEGUARD_QUEUE_URL`, `LIFEGUARD_REGION`, `LIFEGUARD_ENDPOINT_URL`), then checks.
+//! A group's policy comes from the defaults here, then its `[groups.override.NAME]`, then its
+//! `lifeguard:*` tags, the most specific last.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use lifeguard_common::aws::AwsSettings;
+use lifeguard_common::config::{ConfigError, load_toml};
+use lifeguard_common::message::LifecycleResult;
+use serde::Deserialize;
+
+use crate::watch::GroupPolicy;
+
+pub const DEFAULT_PATH: &str = "/etc/lifeguard/controller.toml";
+
+/// The tag that marks a group as managed, unless configured otherwise.
+pub const DEFAULT_MANAGED_TAG: &str = "lifeguard:managed";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    #[serde(default)]
+    pub aws: AwsSettings,
+    #[serde(default)]
+    pub queue: QueueConfig,
+    #[serde(default)]
+    pub groups: GroupsConfig,
+    #[serde(default)]
+    pub reconcile: ReconcileConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// The queue EventBridge and the agents write to. Required (here or `LIFEGUARD_QUEUE_URL`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Messages worked on at once.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Long-poll wait of one ReceiveMessage (0–20).
+    #[serde(default = "default_wait_time_secs")]
+    pub wait_time_secs: u32,
+    /// Visibility timeout asked for on receipt, extended while a message is worked on.
+    #[serde(default = "default_visibility_timeout_secs")]
+    pub visibility_timeout_secs: u32,
+}
+
+fn default_workers() -> usize {
+    8
+}
+fn default_wait_time_secs() -> u32 {
+    20
+}
+fn default_visibility_timeout_secs() -> u32 {
+    60
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            url: None,
+            workers: default_workers(),
+            wait_time_secs: default_wait_time_secs(),
+            visibility_timeout_secs: default_visibility_timeout_secs(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupsConfig {
+    /// Groups carrying this tag (any value but `false`) are managed.
+    #[serde(default = "default_managed_tag")]
+    pub tag: String,
+    /// Managed whatever their tags.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Policy for every managed group unless overridden.
+    #[serde(default)]
+    pub defaults: PolicyConfig,
+    /// Per-group policy, by group name.
+    #[serde(default, rename = "override")]
+    pub overrides: BTreeMap<String, PolicyConfig>,
+}
+
+fn default_managed_tag() -> String {
+    DEFAULT_MANAGED_TAG.to_string()
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        GroupsConfig {
+            tag: default_managed_tag(),
+            names: Vec::new(),
+            defaults: PolicyConfig::default(),
+            overrides: BTreeMap::new(),
+        }
+    }
+}
+
+/// A group's policy; in `[groups.defaults]` every key has a default, in an override or a tag
+/// only what is given changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Result the controller completes a terminate action with when it takes over
+    /// (default `ABANDON`: the hook's usual choice when the drain did not happen).
+    #[serde(default)]
+    pub fallback_result: Option<LifecycleResult>,
+    /// Result for a launch action whose agent never said ready (default `ABANDON`).
+    #[serde(default)]
+    pub launch_fallback_result: Option<LifecycleResult>,
+    /// Time for the agent's first report (default 60).
+    #[serde(default)]
+    pub agent_grace_secs: Option<u64>,
+    /// Time without a report after which a reporting agent is taken for dead (default 180).
+    #[serde(default)]
+    pub report_silence_secs: Option<u64>,
+    /// Heartbeat on the agent's behalf while waiting for it (default true).
+    #[serde(default)]
+    pub heartbeat_while_waiting: Option<bool>,
+    /// Bucket for the agentless archive through SSM Run Command; none: no agentless archive.
+    #[serde(default)]
+    pub archive_bucket: Option<String>,
+    /// Time allowed for the agentless archive (default 300).
+    #[serde(default)]
+    pub agentless_archive_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// How often the managed groups' waiting instances are listed and the watch rebuilt.
+    #[serde(default = "default_reconcile_interval_secs")]
+    pub interval_secs: u64,
+}
+
+fn default_reconcile_interval_secs() -> u64 {
+    60
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            interval_secs: default_reconcile_interval_secs(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `/healthz`, `/readyz` and `/metrics`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:9090".to_string()
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_listen(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Compact,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter (`RUST_LOG` overrides it).
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+fn default_log_level() -> String {
+    "info".to_string()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            level: default_log_level(),
+        }
+    }
+}
+
+/// The environment variables a container sets instead of editing the file.
+pub const ENV_QUEUE_URL: &str = "LIFEGUARD_QUEUE_URL";
+pub const ENV_REGION: &str = "LIFEGUARD_REGION";
+pub const ENV_ENDPOINT_URL: &str = "LIFEGUARD_ENDPOINT_URL";
+
+impl ControllerConfig {
+    /// Reads the file (a missing default file is an empty one: a container may configure
+    /// everything through the environment), applies `env`, and checks the result.
+    pub fn load(
+        path: &Path,
+        env: &HashMap<String, String>,
+    ) -> Result<ControllerConfig, ConfigError> {
+        let mut config: ControllerConfig = if path == Path::new(DEFAULT_PATH) && !path.exists() {
+            lifeguard_common::config::parse_toml(path, "")?
+        } else {
+            load_toml(path)?
+        };
+        config.apply_env(env);
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    pub fn apply_env(&mut self, env: &HashMap<String, String>) {
+        let get = |name: &str| env.get(name).filter(|v| !v.trim().is_empty()).cloned();
+        if let Some(url) = get(ENV_QUEUE_URL) {
+            self.queue.url = Some(url);
+        }
+        if let Some(region) = get(ENV_REGION) {
+            self.aws.region = Some(region);
+        }
+        if let Some(endpoint) = get(ENV_ENDPOINT_URL) {
+            self.aws.endpoint_url = Some(endpoint);
+        }
+    }
+
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            message,
+        };
+        if self
+            .queue
+            .url
+            .as_deref()
+            .is_none_or(|u| u.trim().is_empty())
+        {
+            return Err(invalid(
+                "queue.url",
+                format!("required (or set {ENV_QUEUE_URL})"),
+            ));
+        }
+        if self.queue.workers == 0 {
+            return Err(invalid("queue.workers", "must be at least 1".into()));
+        }
+        if self.queue.wait_time_secs > 20 {
+            return Err(invalid(
+                "queue.wait_time_secs",
+                "SQS long polls last 20 s at most".into(),
+            ));
+        }
+        if !(10..=43_200).contains(&self.queue.visibility_timeout_secs) {
+            return Err(invalid(
+                "queue.visibility_timeout_secs",
+                "between 10 and 43200".into(),
+            ));
+        }
+        if self.groups.tag.trim().is_empty() && self.groups.names.is_empty() {
+            return Err(invalid(
+                "groups",
+                "neither a tag nor names: no group would be managed".into(),
+            ));
+        }
+        if self.reconcile.interval_secs == 0 {
+            return Err(invalid(
+                "reconcile.interval_secs",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "http.listen",
+                format!("{:?} is not an address:port", self.http.listen),
+            ));
+        }
+        check_policy(&self.groups.defaults).map_err(|m| invalid("groups.defaults", m))?;
+        for (name, policy) in &self.groups.overrides {
+            check_policy(policy).map_err(|m| invalid(&format!("groups.override.{name}"), m))?;
+        }
+        Ok(())
+    }
+
+    /// The policy of `group`, given its tags.
+    pub fn policy_for(
+        &self,
+        group: &str,
+        tags: &HashMap<String, String>,
+    ) -> Result<GroupPolicy, String> {
+        let mut policy = self.groups.defaults.clone();
+        if let Some(found) = self.groups.overrides.get(group) {
+            policy.merge(found);
+        }
+        policy.merge(&policy_from_tags(tags)?);
+        Ok(policy.resolve())
+    }
+
+    /// Whether a group with these tags is managed.
+    pub fn manages(&self, group: &str, tags: &HashMap<String, String>) -> bool {
+        self.groups.names.iter().any(|n| n == group)
+            || tags
+                .get(&self.groups.tag)
+                .is_some_and(|value| !value.trim().eq_ignore_ascii_case("false"))
+    }
+}
+
+fn check_policy(policy: &PolicyConfig) -> Result<(), String> {
+    if policy.agent_grace_secs == Some(0) {
+        return Err("agent_grace_secs must be at least 1".into());
+    }
+    if policy.report_silence_secs == Some(0) {
+        return Err("report_silence_secs must be at least 1".into());
+    }
+    if policy
+        .archive_bucket
+        .as_deref()
+        .is_some_and(|b| b.trim().is_empty())
+    {
+        return Err("archive_bucket is empty".into());
+    }
+    Ok(())
+}
+
+impl PolicyConfig {
+    fn merge(&mut self, more: &PolicyConfig) {
+        macro_rules! take {
+            ($($field:ident),*) => {
+                $(if more.$field.is_some() { self.$field = more.$field.clone(); })*
+            };
+        }
+        take!(
+            fallback_result,
+            launch_fallback_result,
+            agent_grace_secs,
+            report_silence_secs,
+            heartbeat_while_waiting,
+            archive_bucket,
+            agentless_archive_timeout_secs
+        );
+    }
+
+    fn resolve(self) -> GroupPolicy {
+        GroupPolicy {
+            fallback_result: self.fallback_result.unwrap_or(LifecycleResult::Abandon),
+            launch_fallback_result: self
+                .launch_fallback_result
+                .unwrap_or(LifecycleResult::Abandon),
+            agent_grace: Duration::from_secs(self.agent_grace_secs.unwrap_or(60)),
+            report_silence: Duration::from_secs(self.report_silence_secs.unwrap_or(180)),
+            heartbeat_while_waiting: self.heartbeat_while_waiting.unwrap_or(true),
+            agentless_archive: self.archive_bucket.is_some(),
+            agentless_archive_timeout: Duration::from_secs(
+                self.agentless_archive_timeout_secs.unwrap_or(300),
+            ),
+        }
+    }
+}
+
+/// The tag keys a group's policy can be set with, e.g. `lifeguard:fallback-result = CONTINUE`.
+pub const POLICY_TAGS: [&str; 7] = [
+    "lifeguard:fallback-result",
+    "lifeguard:launch-fallback-result",
+    "lifeguard:agent-grace-secs",
+    "lifeguard:report-silence-secs",
+    "lifeguard:heartbeat-while-waiting",
+    "lifeguard:archive-bucket",
+    "lifeguard:agentless-archive-timeout-secs",
+];
+
+/// A policy from a group's tags. A tag with a bad value is an error naming the tag: the
+/// controller logs it and keeps the configured policy rather than guess.
+pub fn policy_from_tags(tags: &HashMap<String, String>) -> Result<PolicyConfig, String> {
+    let result = |key: &str| -> Result<Option<LifecycleResult>, String> {
+        match tags
+            .get(key)
+            .map(|v| v.trim().to_ascii_uppercase())
+            .as_deref()
+        {
+            None => Ok(None),
+            Some("CONTINUE") => Ok(Some(LifecycleResult::Continue)),
+            Some("ABANDON") => Ok(Some(LifecycleResult::Abandon)),
+            Some(other) => Err(format!("tag {key}: {other:?} is not CONTINUE or ABANDON")),
+        }
+    };
+    let seconds = |key: &str| -> Result<Option<u64>, String> {
+        match tags.get(key) {
+            None => Ok(None),
+            Some(value) => match value.trim().parse::<u64>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err(format!("tag {key}: {value:?} is not a number of seconds")),
+            },
+        }
+    };
+    let flag = |key: &str| -> Result<Option<bool>, String> {
+        match tags
+            .get(key)
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(other) => Err(format!("tag {key}: {other:?} is not true or false")),
+        }
+    };
+    Ok(PolicyConfig {
+        fallback_result: result(POLICY_TAGS[0])?,
+        launch_fallback_result: result(POLICY_TAGS[1])?,
+        agent_grace_secs: seconds(POLICY_TAGS[2])?,
+        report_silence_secs: seconds(POLICY_TAGS[3])?,
+        heartbeat_while_waiting: flag(POLICY_TAGS[4])?,
+        archive_bucket: tags
+            .get(POLICY_TAGS[5])
+            .map(|b| b.trim().to_string())
+            .filter(|b| !b.is_empty()),
+        agentless_archive_timeout_secs: seconds(POLICY_TAGS[6])?,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,129 @@
+use std::path::PathBuf;
+
+use super::*;
+
+fn parse(text: &str) -> Result<ControllerConfig, String> {
+    let path = PathBuf::from("/etc/lifeguard/controller.toml");
+    let mut config: ControllerConfig =
+        lifeguard_common::config::parse_toml(&path, text).map_err(|e| e.to_string())?;
+    config.apply_env(&HashMap::new());
+    config.validate(&path).map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn tags(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+const MINIMAL: &str = "[queue]\nurl = \"https://sqs.eu-west-1.amazonaws.com/1/q\"\n";
+
+#[test]
+fn the_minimal_file_takes_every_default() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.queue.workers, 8);
+    assert_eq!(config.groups.tag, DEFAULT_MANAGED_TAG);
+    let policy = config.policy_for("web", &HashMap::new()).unwrap();
+    assert_eq!(policy.fallback_result, LifecycleResult::Abandon);
+    assert_eq!(policy.agent_grace, Duration::from_secs(60));
+    assert!(policy.heartbeat_while_waiting);
+    assert!(!policy.agentless_archive);
+}
+
+#[test]
+fn unknown_keys_and_bad_values_name_the_key() {
+    let error = parse(&format!("{MINIMAL}[queue.extra]\n")).unwrap_err();
+    assert!(error.contains("queue"), "{error}");
+    let error = parse(&format!(
+        "{MINIMAL}[groups.defaults]\nfallback = \"CONTINUE\"\n"
+    ))
+    .unwrap_err();
+    assert!(error.contains("unknown field `fallback`"), "{error}");
+    let error = parse("[queue]\nworkers = 2\n").unwrap_err();
+    assert!(
+        error.contains("queue.url") && error.contains(ENV_QUEUE_URL),
+        "{error}"
+    );
+    let error = parse(&format!("{MINIMAL}[http]\nlisten = \"nine\"\n")).unwrap_err();
+    assert!(error.contains("http.listen"), "{error}");
+    let error = parse(&format!(
+        "{MINIMAL}[groups.override.web]\nagent_grace_secs = 0\n"
+    ))
+    .unwrap_err();
+    assert!(error.contains("groups.override.web"), "{error}");
+}
+
+#[test]
+fn the_environment_overrides_the_file() {
+    let path = PathBuf::from("/etc/lifeguard/controller.toml");
+    let mut config: ControllerConfig =
+        lifeguard_common::config::parse_toml(&path, MINIMAL).unwrap();
+    let env = tags(&[
+        (ENV_QUEUE_URL, "http://127.0.0.1:4566/1/other"),
+        (ENV_REGION, "us-west-2"),
+        (ENV_ENDPOINT_URL, "http://127.0.0.1:4566"),
+    ]);
+    config.apply_env(&env);
+    assert_eq!(
+        config.queue.url.as_deref(),
+        Some("http://127.0.0.1:4566/1/other")
+    );
+    assert_eq!(config.aws.region.as_deref(), Some("us-west-2"));
+    assert_eq!(
+        config.aws.endpoint_url.as_deref(),
+        Some("http://127.0.0.1:4566")
+    );
+}
+
+#[test]
+fn a_group_policy_layers_defaults_override_and_tags() {
+    let config = parse(&format!(
+        "{MINIMAL}[groups.defaults]\nagent_grace_secs = 30\nfallback_result = \"CONTINUE\"\n\n\
+         [groups.override.web]\nagent_grace_secs = 90\narchive_bucket = \"logs\"\n"
+    ))
+    .unwrap();
+    let web = config.policy_for("web", &HashMap::new()).unwrap();
+    assert_eq!(web.agent_grace, Duration::from_secs(90));
+    assert_eq!(web.fallback_result, LifecycleResult::Continue);
+    assert!(web.agentless_archive);
+    let tagged = config
+        .policy_for(
+            "web",
+            &tags(&[
+                ("lifeguard:fallback-result", "abandon"),
+                ("lifeguard:heartbeat-while-waiting", "false"),
+            ]),
+        )
+        .unwrap();
+    assert_eq!(tagged.fallback_result, LifecycleResult::Abandon);
+    assert!(!tagged.heartbeat_while_waiting);
+    assert_eq!(tagged.agent_grace, Duration::from_secs(90));
+    let other = config.policy_for("api", &HashMap::new()).unwrap();
+    assert_eq!(other.agent_grace, Duration::from_secs(30));
+    assert!(!other.agentless_archive);
+}
+
+#[test]
+fn a_bad_policy_tag_is_refused_with_its_name() {
+    let config = parse(MINIMAL).unwrap();
+    let error = config
+        .policy_for("web", &tags(&[("lifeguard:agent-grace-secs", "soon")]))
+        .unwrap_err();
+    assert!(error.contains("lifeguard:agent-grace-secs"), "{error}");
+    let error = config
+        .policy_for("web", &tags(&[("lifeguard:fallback-result", "MAYBE")]))
+        .unwrap_err();
+    assert!(error.contains("CONTINUE or ABANDON"), "{error}");
+}
+
+#[test]
+fn managed_groups_by_tag_or_name() {
+    let config = parse(&format!("{MINIMAL}[groups]\nnames = [\"legacy\"]\n")).unwrap();
+    assert!(config.manages("legacy", &HashMap::new()));
+    assert!(config.manages("web", &tags(&[("lifeguard:managed", "true")])));
+    assert!(config.manages("web", &tags(&[("lifeguard:managed", "")])));
+    assert!(!config.manages("web", &tags(&[("lifeguard:managed", "false")])));
+    assert!(!config.manages("web", &tags(&[("team", "web")])));
+}
