@@ -256,5 +256,7 @@ async fn with_visibility_extended<Q: EventQueue, T>(
     }
 }
 
+pub mod sqs;
+
 #[cfg(test)]
 mod tests;
