@@ -597,6 +597,12 @@ impl AgentConfig {
                 "must be at least 1".into(),
             ));
         }
+        if self.imds.read_deadline_ms < 100 || self.imds.request_timeout_ms == 0 {
+            return Err(invalid(
+                "imds".into(),
+                "read_deadline_ms must be at least 100 and request_timeout_ms at least 1".into(),
+            ));
+        }
         if !self.imds.base_url.starts_with("http://") && !self.imds.base_url.starts_with("https://")
         {
             return Err(invalid(

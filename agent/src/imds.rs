@@ -199,7 +199,17 @@ impl InstanceMetadata for HttpImds {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let last = match self.attempt(path).await {
+            // The deadline bounds the attempt in flight too, not only the decision to retry:
+            // otherwise one slow token fetch plus one hanging GET outlast it by two timeouts.
+            let Ok(outcome) = tokio::time::timeout_at(deadline, self.attempt(path)).await else {
+                return Err(ImdsError::Deadline {
+                    path: path.to_string(),
+                    deadline: self.read_deadline,
+                    attempts,
+                    last: "a request still in flight at the deadline".to_string(),
+                });
+            };
+            let last = match outcome {
                 Ok(body) => return Ok(body),
                 Err(Attempt::Fail(error)) => return Err(error),
                 Err(Attempt::Retry(reason)) => reason,
@@ -245,13 +255,7 @@ pub async fn instance_id<M: InstanceMetadata>(imds: &M) -> Result<String, ImdsEr
 /// digits and dashes, ending in a digit) so a garbled answer never becomes an endpoint.
 pub async fn region<M: InstanceMetadata>(imds: &M) -> Result<String, ImdsError> {
     let region = required(imds, REGION).await?;
-    let well_formed = region.len() <= 32
-        && region.contains('-')
-        && region.ends_with(|c: char| c.is_ascii_digit())
-        && region
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if well_formed {
+    if region_shape(&region) {
         Ok(region)
     } else {
         Err(ImdsError::Parse {
@@ -265,6 +269,21 @@ pub async fn region<M: InstanceMetadata>(imds: &M) -> Result<String, ImdsError> 
             },
         })
     }
+}
+
+/// `eu-west-1`, `us-gov-east-1`, `ap-southeast-3`: two letters, one or more words, a number.
+fn region_shape(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    let all =
+        |part: &str, test: fn(&char) -> bool| !part.is_empty() && part.chars().all(|c| test(&c));
+    region.len() <= 32
+        && parts.len() >= 3
+        && parts[0].len() == 2
+        && all(parts[0], char::is_ascii_lowercase)
+        && parts[1..parts.len() - 1]
+            .iter()
+            .all(|part| all(part, char::is_ascii_lowercase))
+        && all(parts[parts.len() - 1], char::is_ascii_digit)
 }
 
 /// Reads a path that must exist (instance id, region).
