@@ -94,7 +94,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
             ..
         } => archive_to_file(&config, &output),
         Command::Archive { output: None, .. } => {
-            init_logging(LogFormat::Compact, &config.log.level);
+            lifeguard_common::logging::init(LogFormat::Compact, &config.log.level);
             crate::manual::upload_now(&config)
         }
         Command::Run => {
@@ -103,7 +103,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
                 Some(LogFormatArg::Compact) => LogFormat::Compact,
                 None => config.log.format,
             };
-            init_logging(format, &config.log.level);
+            lifeguard_common::logging::init(format, &config.log.level);
             match runtime() {
                 Ok(runtime) => runtime.block_on(run(config, cli.config)),
                 Err(code) => code,
@@ -122,23 +122,6 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
             eprintln!("lifeguard-agent: starting the runtime: {error}");
             ExitCode::from(EXIT_SOFTWARE)
         })
-}
-
-fn init_logging(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init(),
-        LogFormat::Compact => builder.compact().init(),
-    }
 }
 
 async fn run(config: AgentConfig, config_path: PathBuf) -> ExitCode {

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use lifeguard_common::aws::AwsSettings;
 use lifeguard_common::config::{ConfigError, load_toml};
+pub use lifeguard_common::logging::{LogConfig, LogFormat};
 use serde::Deserialize;
 
 pub const DEFAULT_PATH: &str = "/etc/lifeguard/agent.toml";
@@ -455,37 +456,6 @@ impl Default for StateConfig {
     fn default() -> Self {
         StateConfig {
             path: default_state_path(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    #[default]
-    Json,
-    Compact,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    #[serde(default)]
-    pub format: LogFormat,
-    /// A `tracing` filter, e.g. `info` or `lifeguard_agent=debug,info`.
-    #[serde(default = "default_log_level")]
-    pub level: String,
-}
-
-fn default_log_level() -> String {
-    "info".to_string()
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: LogFormat::default(),
-            level: default_log_level(),
         }
     }
 }

@@ -3,4 +3,6 @@
 
 pub mod aws;
 pub mod config;
+pub mod lifecycle;
+pub mod logging;
 pub mod message;

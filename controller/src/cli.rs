@@ -34,12 +34,32 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the controller: consume the queue, watch every drain of the managed groups, take
+    /// over from silent agents, and serve /healthz, /readyz and /metrics.
+    Run,
+    /// Print the drains in progress and their recent outcomes, read from AWS.
+    Status(StatusArgs),
     /// Check the configuration (file and environment) and exit: 0 if valid, 78 with the file,
     /// line and key if not.
     Validate,
     /// Print one JSON object saying what lifeguard understands of a message, and why it would
     /// act on it or ignore it.
     Explain(ExplainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this group's drains.
+    #[arg(long)]
+    pub group: Option<String>,
+    #[arg(long, value_enum, default_value_t = StatusOutput::Table)]
+    pub output: StatusOutput,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusOutput {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -55,12 +75,47 @@ pub struct ExplainArgs {
     pub pretty: bool,
 }
 
+/// An internal failure: the runtime or the service could not start (EX_SOFTWARE).
+pub const EXIT_SOFTWARE: u8 = 70;
+/// AWS could not be reached or refused a call (EX_UNAVAILABLE).
+pub const EXIT_UNAVAILABLE: u8 = 69;
+
+fn environment() -> std::collections::HashMap<String, String> {
+    std::env::vars().collect()
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| fail(EXIT_SOFTWARE, format_args!("starting the runtime: {e}")))
+}
+
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Explain(args) => run_explain(&args),
+        Command::Run => {
+            let config = match crate::config::ControllerConfig::load(&cli.config, &environment()) {
+                Ok(config) => config,
+                Err(error) => return fail(EXIT_CONFIG, format_args!("{error}")),
+            };
+            lifeguard_common::logging::init(config.log.format, &config.log.level);
+            let runtime = match runtime() {
+                Ok(runtime) => runtime,
+                Err(code) => return code,
+            };
+            match runtime.block_on(crate::service::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(%error, "lifeguard-controller could not start");
+                    fail(EXIT_SOFTWARE, format_args!("{error}"))
+                }
+            }
+        }
+        Command::Status(args) => run_status(&cli.config, &args),
         Command::Validate => {
-            let env: std::collections::HashMap<String, String> = std::env::vars().collect();
-            match crate::config::ControllerConfig::load(&cli.config, &env) {
+            match crate::config::ControllerConfig::load(&cli.config, &environment()) {
                 Ok(_) => {
                     println!("{}: valid", cli.config.display());
                     ExitCode::SUCCESS
@@ -76,6 +131,43 @@ fn fail(code: u8, message: std::fmt::Arguments<'_>) -> ExitCode {
     let line = message.to_string().replace('\n', " ");
     eprintln!("lifeguard-controller: {line}");
     ExitCode::from(code)
+}
+
+fn run_status(config_path: &std::path::Path, args: &StatusArgs) -> ExitCode {
+    use crate::fleet::Fleet;
+    let config =
+        match crate::config::ControllerConfig::load_without_queue(config_path, &environment()) {
+            Ok(config) => config,
+            Err(error) => return fail(EXIT_CONFIG, format_args!("{error}")),
+        };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let found = runtime.block_on(async {
+        let sdk = lifeguard_common::aws::sdk_config(&config.aws, None).await;
+        let fleet = crate::fleet::AwsFleet::new(
+            aws_sdk_autoscaling::Client::new(&sdk),
+            aws_sdk_ec2::Client::new(&sdk),
+        );
+        fleet.marked_instances(args.group.as_deref()).await
+    });
+    let instances = match found {
+        Ok(instances) => instances,
+        Err(error) => return fail(EXIT_UNAVAILABLE, format_args!("status: {error}")),
+    };
+    let rows = crate::status::rows(&instances);
+    let rendered = match args.output {
+        StatusOutput::Table => Ok(crate::status::table(&rows, crate::tracker::now())),
+        StatusOutput::Json => serde_json::to_string_pretty(&rows).map(|json| json + "\n"),
+    };
+    let written = rendered
+        .map_err(std::io::Error::other)
+        .and_then(|text| std::io::stdout().lock().write_all(text.as_bytes()));
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(EXIT_IO, format_args!("status: writing the result: {e}")),
+    }
 }
 
 fn read_input(path: &PathBuf) -> std::io::Result<Vec<u8>> {

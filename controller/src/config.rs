@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use lifeguard_common::aws::AwsSettings;
 use lifeguard_common::config::{ConfigError, load_toml};
+pub use lifeguard_common::logging::{LogConfig, LogFormat};
 use lifeguard_common::message::LifecycleResult;
 use serde::Deserialize;
 
@@ -175,37 +176,6 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    #[default]
-    Json,
-    Compact,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    #[serde(default)]
-    pub format: LogFormat,
-    /// A `tracing` filter (`RUST_LOG` overrides it).
-    #[serde(default = "default_log_level")]
-    pub level: String,
-}
-
-fn default_log_level() -> String {
-    "info".to_string()
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: LogFormat::default(),
-            level: default_log_level(),
-        }
-    }
-}
-
 /// The environment variables a container sets instead of editing the file.
 pub const ENV_QUEUE_URL: &str = "LIFEGUARD_QUEUE_URL";
 pub const ENV_REGION: &str = "LIFEGUARD_REGION";
@@ -218,13 +188,34 @@ impl ControllerConfig {
         path: &Path,
         env: &HashMap<String, String>,
     ) -> Result<ControllerConfig, ConfigError> {
+        let config = Self::read(path, env)?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// As [`ControllerConfig::load`], for commands that do not read the queue (`status`): a
+    /// missing queue URL is fine.
+    pub fn load_without_queue(
+        path: &Path,
+        env: &HashMap<String, String>,
+    ) -> Result<ControllerConfig, ConfigError> {
+        let mut config = Self::read(path, env)?;
+        if config.queue.url.is_none() {
+            config.queue.url = Some("unused".into());
+        }
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Reads the file (a missing default file is an empty one: a container may configure
+    /// everything through the environment) and applies `env`.
+    fn read(path: &Path, env: &HashMap<String, String>) -> Result<ControllerConfig, ConfigError> {
         let mut config: ControllerConfig = if path == Path::new(DEFAULT_PATH) && !path.exists() {
             lifeguard_common::config::parse_toml(path, "")?
         } else {
             load_toml(path)?
         };
         config.apply_env(env);
-        config.validate(path)?;
         Ok(config)
     }
 
@@ -328,12 +319,13 @@ fn check_policy(policy: &PolicyConfig) -> Result<(), String> {
     if policy.report_silence_secs == Some(0) {
         return Err("report_silence_secs must be at least 1".into());
     }
-    if policy
-        .archive_bucket
-        .as_deref()
-        .is_some_and(|b| b.trim().is_empty())
-    {
-        return Err("archive_bucket is empty".into());
+    if policy.archive_bucket.is_some() {
+        // Refused rather than ignored: an operator who sets it expects logs archived before
+        // the fallback, and this version cannot do that yet.
+        return Err(
+            "archive_bucket: the agentless archive through SSM Run Command is not available in this version"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -356,7 +348,7 @@ impl PolicyConfig {
         );
     }
 
-    fn resolve(self) -> GroupPolicy {
+    pub(crate) fn resolve(self) -> GroupPolicy {
         GroupPolicy {
             fallback_result: self.fallback_result.unwrap_or(LifecycleResult::Abandon),
             launch_fallback_result: self
@@ -426,10 +418,15 @@ pub fn policy_from_tags(tags: &HashMap<String, String>) -> Result<PolicyConfig, 
         agent_grace_secs: seconds(POLICY_TAGS[2])?,
         report_silence_secs: seconds(POLICY_TAGS[3])?,
         heartbeat_while_waiting: flag(POLICY_TAGS[4])?,
-        archive_bucket: tags
-            .get(POLICY_TAGS[5])
-            .map(|b| b.trim().to_string())
-            .filter(|b| !b.is_empty()),
+        archive_bucket: match tags.get(POLICY_TAGS[5]) {
+            None => None,
+            Some(_) => {
+                return Err(format!(
+                    "tag {}: the agentless archive through SSM Run Command is not available in this version",
+                    POLICY_TAGS[5]
+                ));
+            }
+        },
         agentless_archive_timeout_secs: seconds(POLICY_TAGS[6])?,
     })
 }

@@ -1,8 +1,16 @@
-//! lifeguard-controller: the queue-fed half of lifeguard. So far it explains messages; the
-//! drain watch, reconcile loop, image pipeline, drills and swaps build on the same model.
+//! lifeguard-controller: the queue-fed half of lifeguard. It watches every lifecycle action of
+//! the groups it manages, follows the agents' drains, takes over from silent agents, and
+//! explains messages; the image pipeline, drills and swaps build on the same model.
 
 pub mod cli;
 pub mod config;
 pub mod explain;
+pub mod fleet;
+pub mod http;
+pub mod marks;
+pub mod metrics;
 pub mod queue;
+pub mod service;
+pub mod status;
+pub mod tracker;
 pub mod watch;

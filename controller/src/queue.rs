@@ -64,10 +64,27 @@ pub enum Handled {
     Retry { reason: String },
 }
 
+/// Something the consumer did, for metrics and health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observation {
+    /// A receive call answered (with or without messages).
+    Polled,
+    /// A receive call failed.
+    PollFailed,
+    Received,
+    Deleted,
+    Retried,
+    Malformed,
+    Ignored,
+}
+
 /// What acts on messages (the router of the service, or a test's recorder).
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, message: &Parsed, received: &Received)
     -> impl Future<Output = Handled> + Send;
+
+    /// Told of each thing the consumer does; `kind` is the message's kind where known.
+    fn observe(&self, _what: Observation, _kind: &str) {}
 }
 
 /// What the consumer did with each message, for metrics and tests.
@@ -97,8 +114,13 @@ pub async fn consume<Q: EventQueue, H: Handler>(
 ) -> Counters {
     let counters = Arc::new(Mutex::new(Counters::default()));
     let workers = Arc::new(Semaphore::new(settings.workers.max(1)));
-    let (done_tx, done_rx) = tokio::sync::mpsc::channel::<Received>(256);
-    let deleter = tokio::spawn(delete_in_batches(queue.clone(), done_rx, counters.clone()));
+    let (done_tx, done_rx) = tokio::sync::mpsc::channel::<(Received, &'static str)>(256);
+    let deleter = tokio::spawn(delete_in_batches(
+        queue.clone(),
+        handler.clone(),
+        done_rx,
+        counters.clone(),
+    ));
     let mut tasks = tokio::task::JoinSet::new();
     let mut pause = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
@@ -118,9 +140,11 @@ pub async fn consume<Q: EventQueue, H: Handler>(
         let batch = match batch {
             Ok(batch) => {
                 pause = Duration::from_millis(200);
+                handler.observe(Observation::Polled, "");
                 batch
             }
             Err(error) => {
+                handler.observe(Observation::PollFailed, "");
                 tracing::warn!(%error, "receiving from the queue failed; retrying");
                 tokio::select! {
                     () = shutdown.cancelled() => break,
@@ -160,9 +184,10 @@ pub async fn consume<Q: EventQueue, H: Handler>(
 }
 
 /// Deletes finished messages ten at a time, waiting briefly for a batch to fill.
-async fn delete_in_batches<Q: EventQueue>(
+async fn delete_in_batches<Q: EventQueue, H: Handler>(
     queue: Arc<Q>,
-    mut done: tokio::sync::mpsc::Receiver<Received>,
+    handler: Arc<H>,
+    mut done: tokio::sync::mpsc::Receiver<(Received, &'static str)>,
     counters: Arc<Mutex<Counters>>,
 ) {
     while let Some(first) = done.recv().await {
@@ -174,10 +199,16 @@ async fn delete_in_batches<Q: EventQueue>(
                 _ => break,
             }
         }
+        let (batch, kinds): (Vec<Received>, Vec<&'static str>) = batch.into_iter().unzip();
         match queue.delete_batch(&batch).await {
             Ok(failed) => {
                 for id in &failed {
                     tracing::warn!(message_id = %id, "not deleted; it will come back and be handled again (handlers are idempotent)");
+                }
+                for (message, kind) in batch.iter().zip(&kinds) {
+                    if !failed.contains(&message.message_id) {
+                        handler.observe(Observation::Deleted, kind);
+                    }
                 }
                 counters.lock().await.deleted += (batch.len() - failed.len()) as u64;
             }
@@ -194,10 +225,11 @@ async fn work_on<Q: EventQueue, H: Handler>(
     received: Received,
     visibility: Duration,
     counters: &Mutex<Counters>,
-) -> Option<Received> {
+) -> Option<(Received, &'static str)> {
     let parsed = match message::parse(received.body.as_bytes()) {
         Ok(parsed) => parsed,
         Err(error) => {
+            handler.observe(Observation::Malformed, "malformed");
             // Logged with its id and what is wrong, never its body (it may be anything).
             tracing::warn!(message_id = %received.message_id, receive_count = received.receive_count,
                 %error, "malformed message; it goes to the dead-letter queue");
@@ -211,18 +243,22 @@ async fn work_on<Q: EventQueue, H: Handler>(
             return None;
         }
     };
+    let kind = parsed.message.kind();
+    handler.observe(Observation::Received, kind);
     if let message::Message::Ignored(ignored) = &parsed.message {
-        tracing::debug!(message_id = %received.message_id, reason = %ignored.reason, "ignored");
+        tracing::info!(message_id = %received.message_id, reason = %ignored.reason, "ignored message deleted");
+        handler.observe(Observation::Ignored, kind);
         counters.lock().await.ignored += 1;
-        return Some(received);
+        return Some((received, kind));
     }
     let outcome = with_visibility_extended(queue, &received, visibility, async {
         handler.handle(&parsed, &received).await
     })
     .await;
     match outcome {
-        Handled::Done => Some(received),
+        Handled::Done => Some((received, kind)),
         Handled::Retry { reason } => {
+            handler.observe(Observation::Retried, kind);
             tracing::info!(message_id = %received.message_id, %reason, receive_count = received.receive_count,
                 "message left for a later attempt");
             counters.lock().await.retried += 1;

@@ -135,6 +135,16 @@ impl Watch {
         };
     }
 
+    /// Auto Scaling shows the action still waiting at `at`. If this record says it has expired,
+    /// a heartbeat it does not know of kept it alive (sent before a restart, or by a replica
+    /// whose mark is not visible yet): take the latest heartbeat to be as old as it can be
+    /// without being overdue, so one is due now rather than the action given up.
+    pub fn seen_waiting(&mut self, at: OffsetDateTime) {
+        if self.expires_at() <= at && at < self.global_deadline() {
+            self.last_heartbeat_at = Some(at - self.heartbeat_timeout + self.heartbeat_timeout / 3);
+        }
+    }
+
     /// Records a heartbeat the controller sent.
     pub fn on_heartbeat_sent(&mut self, at: OffsetDateTime) {
         self.last_heartbeat_at = Some(self.last_heartbeat_at.map_or(at, |last| last.max(at)));
@@ -172,18 +182,13 @@ pub fn decide(watch: &Watch, policy: &GroupPolicy, now: OffsetDateTime) -> Decis
     };
 
     if now < agent_deadline {
-        // The agent has it, or may still come. Keep the action alive only while it is silent:
-        // a reporting agent heartbeats itself.
-        let silent = watch.agent == AgentState::Silent;
-        if policy.heartbeat_while_waiting && silent && heartbeat_now {
+        // The agent has it, or may still come. Keep the action alive meanwhile: a reporting
+        // agent's heartbeats (its reports say so) push this one out, so the controller only
+        // sends one when the agent is late, which is when it may have died.
+        if policy.heartbeat_while_waiting && heartbeat_now {
             return Decision::Heartbeat;
         }
-        let next = if silent {
-            until_heartbeat(agent_deadline)
-        } else {
-            agent_deadline
-        };
-        return Decision::WaitUntil(next.min(watch.expires_at()));
+        return Decision::WaitUntil(until_heartbeat(agent_deadline).min(watch.expires_at()));
     }
 
     // The agent is absent or gone quiet: the controller takes over.

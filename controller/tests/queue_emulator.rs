@@ -8,7 +8,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_sqs::types::QueueAttributeName;
 use lifeguard_common::message::Parsed;
 use lifeguard_controller::queue::sqs::SqsQueue;
 use lifeguard_controller::queue::{ConsumerSettings, Handled, Handler, Received, consume};
@@ -35,49 +34,13 @@ impl Handler for Recorder {
     }
 }
 
-async fn count(clients: &lifeguard_e2e::Clients, url: &str) -> (u64, u64) {
-    let attributes = clients
-        .sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .unwrap();
-    let get = |name: QueueAttributeName| -> u64 {
-        attributes
-            .attributes()
-            .and_then(|a| a.get(&name))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_default()
-    };
-    (
-        get(QueueAttributeName::ApproximateNumberOfMessages),
-        get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_goes_to_the_dead_letter_queue_and_the_rest_is_handled() {
     let emulator = Emulator::start().await;
     let clients = emulator.clients().await;
     let dead = fleet::queue(&clients, "lifeguard-dead").await;
     let queue = fleet::queue(&clients, "lifeguard-controller").await;
-    clients
-        .sqs
-        .set_queue_attributes()
-        .queue_url(&queue.url)
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            format!(
-                "{{\"deadLetterTargetArn\":\"{}\",\"maxReceiveCount\":\"2\"}}",
-                dead.arn
-            ),
-        )
-        .send()
-        .await
-        .unwrap();
+    fleet::dead_letter_to(&clients, &queue, &dead, 2).await;
     let huge = format!("{{\"padding\":\"{}\"}}", "x".repeat(256 * 1024 - 20));
     let bodies = [
         "{not json at all",
@@ -113,8 +76,8 @@ async fn poison_goes_to_the_dead_letter_queue_and_the_rest_is_handled() {
         "the queue to be empty and the poison dead-lettered",
         Duration::from_secs(60),
         || async {
-            let main = count(&clients, &queue.url).await;
-            let dead = count(&clients, &dead.url).await;
+            let main = fleet::queue_depth(&clients, &queue.url).await;
+            let dead = fleet::queue_depth(&clients, &dead.url).await;
             (main == (0, 0) && dead.0 == 3).then_some(())
         },
     )

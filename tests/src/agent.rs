@@ -1,5 +1,6 @@
-//! The real `lifeguard-agent` binary as a process, pointed at one simulated instance of the
-//! emulator: its IMDS, and the emulator's AWS endpoint with static test credentials.
+//! The real binaries as processes: the agent pointed at one simulated instance of the emulator
+//! (its IMDS, and the emulator's AWS endpoint with static test credentials), the controller at
+//! the emulator's queue and groups.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -79,36 +80,70 @@ level = "info,lifeguard_agent=debug"
     )
 }
 
-/// One agent process, killed when dropped.
-pub struct AgentProcess {
+/// A lifeguard program running as a service (`PROGRAM --config FILE run`), with static test
+/// credentials, its output in a log file next to its configuration; killed when dropped.
+pub struct ServiceProcess {
+    program: &'static str,
     child: Option<Child>,
     log: PathBuf,
     config: PathBuf,
+    env: Vec<(String, String)>,
 }
 
-impl AgentProcess {
+/// The agent as a process.
+pub type AgentProcess = ServiceProcess;
+
+impl ServiceProcess {
     /// Writes `config` into `dir` and starts `lifeguard-agent run` with it.
-    pub fn start(dir: &Path, config: &str) -> AgentProcess {
-        let path = dir.join("agent.toml");
-        std::fs::write(&path, config).unwrap();
-        Self::start_with(dir, &path)
+    pub fn start(dir: &Path, config: &str) -> ServiceProcess {
+        Self::launch("lifeguard-agent", dir, "agent", config, &[])
     }
 
-    /// Starts the agent again on the same configuration and log (after a kill).
+    /// Writes `config` into `dir` as `NAME.toml` and starts `lifeguard-controller run` with it,
+    /// logging to `NAME.log`; `env` is added to its environment.
+    pub fn controller(
+        dir: &Path,
+        name: &str,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> ServiceProcess {
+        Self::launch("lifeguard-controller", dir, name, config, env)
+    }
+
+    fn launch(
+        program: &'static str,
+        dir: &Path,
+        name: &str,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> ServiceProcess {
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        Self::start_with(program, &path, env)
+    }
+
+    /// Starts the program again on the same configuration and log (after a kill).
     pub fn restart(&mut self) {
         self.kill9();
-        let dir = self.config.parent().unwrap().to_path_buf();
-        *self = Self::start_with(&dir, &self.config);
+        *self = Self::start_with(self.program, &self.config, std::mem::take(&mut self.env));
     }
 
-    fn start_with(dir: &Path, config: &Path) -> AgentProcess {
-        let log = dir.join("agent.log");
+    fn start_with(
+        program: &'static str,
+        config: &Path,
+        env: Vec<(String, String)>,
+    ) -> ServiceProcess {
+        let log = config.with_extension("log");
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(workspace_binary("lifeguard-agent"))
+        let child = Command::new(workspace_binary(program))
             .arg("--config")
             .arg(config)
             .arg("run")
@@ -116,15 +151,18 @@ impl AgentProcess {
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env_remove("AWS_PROFILE")
             .env_remove("RUST_LOG")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
             .unwrap();
-        AgentProcess {
+        ServiceProcess {
+            program,
             child: Some(child),
             log,
             config: config.to_path_buf(),
+            env,
         }
     }
 
@@ -136,7 +174,7 @@ impl AgentProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The agent's JSON log lines.
+    /// The JSON log lines.
     pub fn log_events(&self) -> Vec<serde_json::Value> {
         self.log()
             .lines()
@@ -157,7 +195,8 @@ impl AgentProcess {
             }
             assert!(
                 started.elapsed() < timeout,
-                "the agent did not log {text:?} within {timeout:?}:\n{}",
+                "{} did not log {text:?} within {timeout:?}:\n{}",
+                self.program,
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -185,7 +224,8 @@ impl AgentProcess {
             }
             assert!(
                 started.elapsed() < timeout,
-                "the agent did not exit within {timeout:?}:\n{}",
+                "{} did not exit within {timeout:?}:\n{}",
+                self.program,
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -199,7 +239,7 @@ impl AgentProcess {
     }
 }
 
-impl Drop for AgentProcess {
+impl Drop for ServiceProcess {
     fn drop(&mut self) {
         self.kill9();
     }

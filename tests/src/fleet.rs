@@ -288,3 +288,50 @@ pub async fn wait_for_state(
     })
     .await
 }
+
+/// Sends what `queue` fails to handle `max_receive_count` times to `dead`.
+pub async fn dead_letter_to(
+    clients: &Clients,
+    queue: &Queue,
+    dead: &Queue,
+    max_receive_count: u32,
+) {
+    clients
+        .sqs
+        .set_queue_attributes()
+        .queue_url(&queue.url)
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            format!(
+                "{{\"deadLetterTargetArn\":\"{}\",\"maxReceiveCount\":\"{max_receive_count}\"}}",
+                dead.arn
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// A queue's (visible, in flight) message counts.
+pub async fn queue_depth(clients: &Clients, url: &str) -> (u64, u64) {
+    let attributes = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap();
+    let get = |name: QueueAttributeName| -> u64 {
+        attributes
+            .attributes()
+            .and_then(|a| a.get(&name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default()
+    };
+    (
+        get(QueueAttributeName::ApproximateNumberOfMessages),
+        get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    )
+}

@@ -274,6 +274,7 @@ where
 }
 
 pub mod agent;
+pub mod controller;
 pub mod drain;
 pub mod fleet;
 pub mod outage;

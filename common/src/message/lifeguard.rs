@@ -59,6 +59,11 @@ impl ReportPhase {
             .into_iter()
             .find(|phase| phase.detail_type() == detail_type)
     }
+
+    /// The phase named by [`ReportPhase::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|phase| phase.name() == name)
+    }
 }
 
 /// How a drain step ended.

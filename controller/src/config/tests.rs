@@ -81,13 +81,12 @@ fn the_environment_overrides_the_file() {
 fn a_group_policy_layers_defaults_override_and_tags() {
     let config = parse(&format!(
         "{MINIMAL}[groups.defaults]\nagent_grace_secs = 30\nfallback_result = \"CONTINUE\"\n\n\
-         [groups.override.web]\nagent_grace_secs = 90\narchive_bucket = \"logs\"\n"
+         [groups.override.web]\nagent_grace_secs = 90\n"
     ))
     .unwrap();
     let web = config.policy_for("web", &HashMap::new()).unwrap();
     assert_eq!(web.agent_grace, Duration::from_secs(90));
     assert_eq!(web.fallback_result, LifecycleResult::Continue);
-    assert!(web.agentless_archive);
     let tagged = config
         .policy_for(
             "web",
@@ -126,4 +125,19 @@ fn managed_groups_by_tag_or_name() {
     assert!(config.manages("web", &tags(&[("lifeguard:managed", "")])));
     assert!(!config.manages("web", &tags(&[("lifeguard:managed", "false")])));
     assert!(!config.manages("web", &tags(&[("team", "web")])));
+}
+
+#[test]
+fn the_agentless_archive_is_refused_until_it_exists() {
+    let error = parse(&format!(
+        "{MINIMAL}[groups.override.web]\narchive_bucket = \"logs\"\n"
+    ))
+    .unwrap_err();
+    assert!(error.contains("groups.override.web"), "{error}");
+    assert!(error.contains("not available"), "{error}");
+    let config = parse(MINIMAL).unwrap();
+    let error = config
+        .policy_for("web", &tags(&[("lifeguard:archive-bucket", "logs")]))
+        .unwrap_err();
+    assert!(error.contains("lifeguard:archive-bucket"), "{error}");
 }

@@ -194,3 +194,37 @@ fn launches_fall_back_to_their_own_result_without_an_archive() {
     watch.on_report(ReportPhase::LaunchReady, 1, at(30));
     assert_eq!(decide(&watch, &policy, at(60)), Decision::Forget);
 }
+
+#[test]
+fn an_action_still_waiting_past_its_known_expiry_gets_a_heartbeat_not_given_up() {
+    // A restarted controller knows when the action began but not of the heartbeats sent
+    // before its restart; Auto Scaling still shows the action waiting.
+    let mut watch = terminate(30);
+    assert_eq!(decide(&watch, &policy(), at(45)), Decision::Forget);
+    watch.seen_waiting(at(45));
+    assert_eq!(decide(&watch, &policy(), at(45)), Decision::Heartbeat);
+    watch.on_heartbeat_sent(at(45));
+    assert_eq!(
+        decide(&watch, &policy(), at(46)),
+        Decision::WaitUntil(at(60))
+    );
+}
+
+#[test]
+fn an_agent_late_with_its_heartbeat_gets_one_from_the_controller_until_the_takeover() {
+    let mut watch = terminate(30);
+    watch.on_report(ReportPhase::DrainStarted, 1, at(1));
+    watch.on_report(ReportPhase::DrainHeartbeat, 2, at(10));
+    // The agent's heartbeat at 10 s makes the next one due at 30 s; the agent is quiet.
+    assert_eq!(
+        decide(&watch, &policy(), at(11)),
+        Decision::WaitUntil(at(30))
+    );
+    assert_eq!(decide(&watch, &policy(), at(30)), Decision::Heartbeat);
+    watch.on_heartbeat_sent(at(30));
+    // Silence runs out at 130 s (120 s after the last report); heartbeats until then.
+    assert_eq!(
+        decide(&watch, &policy(), at(31)),
+        Decision::WaitUntil(at(50))
+    );
+}

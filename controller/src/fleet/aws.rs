@@ -1,0 +1,362 @@
+//! [`Fleet`] over the Auto Scaling and EC2 SDK clients.
+
+use std::collections::HashMap;
+
+use aws_sdk_autoscaling::error::DisplayErrorContext;
+use aws_sdk_ec2::types::{Filter, Tag};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use lifeguard_common::aws::is_transient;
+use lifeguard_common::lifecycle::{AwsAutoScaling, LifecycleResult};
+use lifeguard_common::message::Transition;
+
+use super::{
+    AutoScaling, Completion, DESCRIBE_BATCH, Fleet, FleetError, GroupView, HookInfo, InstanceState,
+    LifecycleError, MarkedInstance,
+};
+use crate::marks::{self, Marks};
+
+/// The tag Auto Scaling puts on every instance of a group.
+const GROUP_NAME_TAG: &str = "aws:autoscaling:groupName";
+/// `DescribeTags` takes up to 200 values per filter.
+const TAG_FILTER_BATCH: usize = 200;
+
+pub struct AwsFleet {
+    autoscaling: aws_sdk_autoscaling::Client,
+    ec2: aws_sdk_ec2::Client,
+    lifecycle: AwsAutoScaling,
+}
+
+impl AwsFleet {
+    pub fn new(autoscaling: aws_sdk_autoscaling::Client, ec2: aws_sdk_ec2::Client) -> Self {
+        AwsFleet {
+            lifecycle: AwsAutoScaling::new(autoscaling.clone()),
+            autoscaling,
+            ec2,
+        }
+    }
+
+    async fn describe_groups(
+        &self,
+        tag: Option<&str>,
+        names: &[String],
+    ) -> Result<Vec<GroupView>, FleetError> {
+        let subject = match tag {
+            Some(tag) => format!("tagged {tag}"),
+            None => names.join(","),
+        };
+        let mut views = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let mut call = self
+                .autoscaling
+                .describe_auto_scaling_groups()
+                .set_next_token(next.take());
+            if let Some(tag) = tag {
+                call = call.filters(
+                    aws_sdk_autoscaling::types::Filter::builder()
+                        .name("tag-key")
+                        .values(tag)
+                        .build(),
+                );
+            }
+            for name in names {
+                call = call.auto_scaling_group_names(name);
+            }
+            let page = call
+                .send()
+                .await
+                .map_err(|e| fleet_error("DescribeAutoScalingGroups", &subject, &e))?;
+            for group in page.auto_scaling_groups() {
+                let Some(name) = group.auto_scaling_group_name() else {
+                    continue;
+                };
+                let tags = group
+                    .tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+                    .collect();
+                let waiting = group
+                    .instances()
+                    .iter()
+                    .filter_map(|i| {
+                        let transition = match i.lifecycle_state()?.as_str() {
+                            "Pending:Wait" => Transition::Launching,
+                            "Terminating:Wait" => Transition::Terminating,
+                            _ => return None,
+                        };
+                        Some((i.instance_id()?.to_string(), transition))
+                    })
+                    .collect();
+                views.push(GroupView {
+                    name: name.to_string(),
+                    tags,
+                    hooks: Vec::new(),
+                    waiting,
+                });
+            }
+            next = page.next_token().map(str::to_string);
+            if next.is_none() {
+                break;
+            }
+        }
+        for view in &mut views {
+            view.hooks = self
+                .lifecycle
+                .hooks(&view.name)
+                .await
+                .map_err(|e| FleetError {
+                    operation: "DescribeLifecycleHooks",
+                    subject: view.name.clone(),
+                    transient: e.is_transient(),
+                    code: None,
+                    message: e.to_string(),
+                })?;
+        }
+        Ok(views)
+    }
+}
+
+fn fleet_error<E>(
+    operation: &'static str,
+    subject: &str,
+    error: &SdkError<E, HttpResponse>,
+) -> FleetError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    FleetError {
+        operation,
+        subject: subject.to_string(),
+        transient: is_transient(error),
+        code: error
+            .as_service_error()
+            .and_then(|e| e.code())
+            .map(str::to_string),
+        message: DisplayErrorContext(error).to_string(),
+    }
+}
+
+fn ids_subject(ids: &[String]) -> String {
+    match ids {
+        [one] => one.clone(),
+        [first, ..] => format!("{first} and {} more", ids.len() - 1),
+        [] => "no instances".into(),
+    }
+}
+
+impl AutoScaling for AwsFleet {
+    async fn membership(
+        &self,
+        instance_id: &str,
+    ) -> Result<Option<lifeguard_common::lifecycle::GroupMembership>, LifecycleError> {
+        self.lifecycle.membership(instance_id).await
+    }
+
+    async fn hooks(&self, asg: &str) -> Result<Vec<HookInfo>, LifecycleError> {
+        self.lifecycle.hooks(asg).await
+    }
+
+    async fn heartbeat(
+        &self,
+        asg: &str,
+        hook: &str,
+        instance_id: &str,
+    ) -> Result<bool, LifecycleError> {
+        self.lifecycle.heartbeat(asg, hook, instance_id).await
+    }
+
+    async fn complete(
+        &self,
+        asg: &str,
+        hook: &str,
+        instance_id: &str,
+        result: LifecycleResult,
+    ) -> Result<Completion, LifecycleError> {
+        self.lifecycle
+            .complete(asg, hook, instance_id, result)
+            .await
+    }
+}
+
+impl Fleet for AwsFleet {
+    async fn groups(&self, tag: &str, names: &[String]) -> Result<Vec<GroupView>, FleetError> {
+        let mut views = if tag.trim().is_empty() {
+            Vec::new()
+        } else {
+            self.describe_groups(Some(tag), &[]).await?
+        };
+        let missing: Vec<String> = names
+            .iter()
+            .filter(|name| !views.iter().any(|v| &v.name == *name))
+            .cloned()
+            .collect();
+        // DescribeAutoScalingGroups takes up to 100 names a call.
+        for chunk in missing.chunks(100) {
+            views.extend(self.describe_groups(None, chunk).await?);
+        }
+        Ok(views)
+    }
+
+    async fn group(&self, name: &str) -> Result<Option<GroupView>, FleetError> {
+        Ok(self
+            .describe_groups(None, &[name.to_string()])
+            .await?
+            .into_iter()
+            .find(|g| g.name == name))
+    }
+
+    async fn states(
+        &self,
+        instance_ids: &[String],
+    ) -> Result<HashMap<String, InstanceState>, FleetError> {
+        let mut states = HashMap::new();
+        for chunk in instance_ids.chunks(DESCRIBE_BATCH) {
+            let answer = self
+                .autoscaling
+                .describe_auto_scaling_instances()
+                .set_instance_ids(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| {
+                    fleet_error("DescribeAutoScalingInstances", &ids_subject(chunk), &e)
+                })?;
+            for instance in answer.auto_scaling_instances() {
+                if let Some(id) = instance.instance_id() {
+                    states.insert(
+                        id.to_string(),
+                        InstanceState {
+                            asg: instance
+                                .auto_scaling_group_name()
+                                .unwrap_or_default()
+                                .to_string(),
+                            lifecycle_state: instance
+                                .lifecycle_state()
+                                .unwrap_or_default()
+                                .to_string(),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(states)
+    }
+
+    async fn marks(&self, instance_ids: &[String]) -> Result<HashMap<String, Marks>, FleetError> {
+        let mut tags: HashMap<String, HashMap<String, String>> = HashMap::new();
+        for chunk in instance_ids.chunks(TAG_FILTER_BATCH) {
+            let mut next: Option<String> = None;
+            loop {
+                let page = self
+                    .ec2
+                    .describe_tags()
+                    .filters(
+                        Filter::builder()
+                            .name("resource-id")
+                            .set_values(Some(chunk.to_vec()))
+                            .build(),
+                    )
+                    .filters(
+                        Filter::builder()
+                            .name("key")
+                            .set_values(Some(marks::ALL.iter().map(|k| k.to_string()).collect()))
+                            .build(),
+                    )
+                    .set_next_token(next.take())
+                    .send()
+                    .await
+                    .map_err(|e| fleet_error("DescribeTags", &ids_subject(chunk), &e))?;
+                for tag in page.tags() {
+                    if let (Some(id), Some(key), Some(value)) =
+                        (tag.resource_id(), tag.key(), tag.value())
+                    {
+                        tags.entry(id.to_string())
+                            .or_default()
+                            .insert(key.to_string(), value.to_string());
+                    }
+                }
+                next = page.next_token().map(str::to_string);
+                if next.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(tags
+            .into_iter()
+            .map(|(id, tags)| (id, Marks::from_tags(&tags)))
+            .collect())
+    }
+
+    async fn set_marks(
+        &self,
+        instance_id: &str,
+        tags: &[(&'static str, String)],
+    ) -> Result<(), FleetError> {
+        let mut call = self.ec2.create_tags().resources(instance_id);
+        for (key, value) in tags {
+            call = call.tags(Tag::builder().key(*key).value(value).build());
+        }
+        call.send()
+            .await
+            .map_err(|e| fleet_error("CreateTags", instance_id, &e))?;
+        Ok(())
+    }
+
+    async fn marked_instances(
+        &self,
+        group: Option<&str>,
+    ) -> Result<Vec<MarkedInstance>, FleetError> {
+        let mut found = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let mut call = self
+                .ec2
+                .describe_instances()
+                .filters(
+                    Filter::builder()
+                        .name("tag-key")
+                        .values(marks::ACTION)
+                        .build(),
+                )
+                .set_next_token(next.take());
+            if let Some(group) = group {
+                call = call.filters(
+                    Filter::builder()
+                        .name(format!("tag:{GROUP_NAME_TAG}"))
+                        .values(group)
+                        .build(),
+                );
+            }
+            let page = call
+                .send()
+                .await
+                .map_err(|e| fleet_error("DescribeInstances", group.unwrap_or("all groups"), &e))?;
+            for instance in page.reservations().iter().flat_map(|r| r.instances()) {
+                let Some(id) = instance.instance_id() else {
+                    continue;
+                };
+                let tags: HashMap<String, String> = instance
+                    .tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+                    .collect();
+                found.push(MarkedInstance {
+                    instance_id: id.to_string(),
+                    asg: tags.get(GROUP_NAME_TAG).cloned(),
+                    ec2_state: instance
+                        .state()
+                        .and_then(|s| s.name())
+                        .map(|n| n.as_str().to_string())
+                        .unwrap_or_default(),
+                    marks: Marks::from_tags(&tags),
+                });
+            }
+            next = page.next_token().map(str::to_string);
+            if next.is_none() {
+                break;
+            }
+        }
+        Ok(found)
+    }
+}

@@ -1,0 +1,279 @@
+//! What controllers know of a lifecycle action, written as tags on the instance itself. AWS is
+//! the only store the controller has: a replica that takes in an agent's report, sends a
+//! heartbeat or takes an action over writes it here, so every other replica (and a restarted
+//! one) decides from the same facts. Each fact has its own tag, written by one kind of event,
+//! so two replicas writing at once do not overwrite each other's facts.
+
+use std::collections::HashMap;
+
+use lifeguard_common::message::{ReportPhase, Transition};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// `transition began-at [hook]`: when the action began (the event's time, or first sight).
+pub const ACTION: &str = "lifeguard:drain:action";
+/// `phase seq at`: the agent's latest report.
+pub const AGENT: &str = "lifeguard:drain:agent";
+/// `at`: the latest heartbeat anyone recorded.
+pub const HEARTBEAT: &str = "lifeguard:drain:heartbeat";
+/// `replica at`: the replica that claimed the fallback.
+pub const TAKEOVER: &str = "lifeguard:drain:takeover";
+/// `result by at`: how the action ended, and who ended it.
+pub const OUTCOME: &str = "lifeguard:drain:outcome";
+
+pub const ALL: [&str; 5] = [ACTION, AGENT, HEARTBEAT, TAKEOVER, OUTCOME];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionMark {
+    pub transition: Transition,
+    pub began_at: OffsetDateTime,
+    /// The hook holding the instance, when known.
+    pub hook: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentMark {
+    pub phase: ReportPhase,
+    pub seq: u64,
+    pub at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakeoverMark {
+    pub replica: String,
+    pub at: OffsetDateTime,
+}
+
+/// Who ended an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndedBy {
+    Agent,
+    Controller,
+    /// Nobody we know of: the hook's default result at its timeout, or someone else's call.
+    Timeout,
+}
+
+impl EndedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndedBy::Agent => "agent",
+            EndedBy::Controller => "controller",
+            EndedBy::Timeout => "timeout",
+        }
+    }
+
+    fn parse(value: &str) -> Option<Self> {
+        [EndedBy::Agent, EndedBy::Controller, EndedBy::Timeout]
+            .into_iter()
+            .find(|by| by.as_str() == value)
+    }
+}
+
+/// How an action ended: `CONTINUE`, `ABANDON`, `FAILED` (the agent's drain failed), or
+/// `ENDED` (over, result unknown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeMark {
+    pub result: String,
+    pub by: EndedBy,
+    pub at: OffsetDateTime,
+}
+
+/// Every mark an instance carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Marks {
+    pub action: Option<ActionMark>,
+    pub agent: Option<AgentMark>,
+    pub heartbeat: Option<OffsetDateTime>,
+    pub takeover: Option<TakeoverMark>,
+    pub outcome: Option<OutcomeMark>,
+}
+
+pub fn format_time(at: OffsetDateTime) -> String {
+    // Whole seconds keep tags short and readable; nothing here needs more.
+    let at = at.replace_nanosecond(0).unwrap_or(at);
+    at.format(&Rfc3339)
+        .unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
+
+fn parse_time(value: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(value, &Rfc3339).ok()
+}
+
+impl Marks {
+    /// Reads the marks among an instance's tags. A tag that does not parse is left out (and
+    /// rewritten by the next writer) rather than trusted.
+    pub fn from_tags(tags: &HashMap<String, String>) -> Marks {
+        let words = |key: &str| -> Vec<&str> {
+            tags.get(key)
+                .map(|v| v.split_whitespace().collect())
+                .unwrap_or_default()
+        };
+        // The hook's name may hold spaces: it is the rest of the value.
+        let action = tags.get(ACTION).and_then(|value| {
+            let mut parts = value.splitn(3, ' ');
+            let transition = match parts.next()? {
+                "launching" => Transition::Launching,
+                "terminating" => Transition::Terminating,
+                _ => return None,
+            };
+            let began_at = parse_time(parts.next()?)?;
+            let hook = parts.next().map(str::to_string).filter(|h| !h.is_empty());
+            Some(ActionMark {
+                transition,
+                began_at,
+                hook,
+            })
+        });
+        let agent = match words(AGENT).as_slice() {
+            [phase, seq, at] => {
+                match (ReportPhase::from_name(phase), seq.parse(), parse_time(at)) {
+                    (Some(phase), Ok(seq), Some(at)) => Some(AgentMark { phase, seq, at }),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let heartbeat = match words(HEARTBEAT).as_slice() {
+            [at] => parse_time(at),
+            _ => None,
+        };
+        let takeover = match words(TAKEOVER).as_slice() {
+            [replica, at] => parse_time(at).map(|at| TakeoverMark {
+                replica: (*replica).to_string(),
+                at,
+            }),
+            _ => None,
+        };
+        let outcome = match words(OUTCOME).as_slice() {
+            [result, by, at] => {
+                EndedBy::parse(by)
+                    .zip(parse_time(at))
+                    .map(|(by, at)| OutcomeMark {
+                        result: (*result).to_string(),
+                        by,
+                        at,
+                    })
+            }
+            _ => None,
+        };
+        Marks {
+            action,
+            agent,
+            heartbeat,
+            takeover,
+            outcome,
+        }
+    }
+}
+
+pub fn action_tag(mark: &ActionMark) -> (&'static str, String) {
+    let transition = match mark.transition {
+        Transition::Launching => "launching",
+        Transition::Terminating => "terminating",
+    };
+    let mut value = format!("{transition} {}", format_time(mark.began_at));
+    if let Some(hook) = &mark.hook {
+        value.push(' ');
+        value.push_str(hook);
+    }
+    // Tag values hold 256 characters; a hook name that does not fit is left out.
+    if value.chars().count() > 256 {
+        value = format!("{transition} {}", format_time(mark.began_at));
+    }
+    (ACTION, value)
+}
+
+pub fn agent_tag(mark: &AgentMark) -> (&'static str, String) {
+    (
+        AGENT,
+        format!(
+            "{} {} {}",
+            mark.phase.name(),
+            mark.seq,
+            format_time(mark.at)
+        ),
+    )
+}
+
+pub fn heartbeat_tag(at: OffsetDateTime) -> (&'static str, String) {
+    (HEARTBEAT, format_time(at))
+}
+
+pub fn takeover_tag(replica: &str, at: OffsetDateTime) -> (&'static str, String) {
+    (TAKEOVER, format!("{replica} {}", format_time(at)))
+}
+
+pub fn outcome_tag(mark: &OutcomeMark) -> (&'static str, String) {
+    (
+        OUTCOME,
+        format!(
+            "{} {} {}",
+            mark.result,
+            mark.by.as_str(),
+            format_time(mark.at)
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    const AT: OffsetDateTime = datetime!(2026-11-22 10:00:00 UTC);
+
+    fn tags(pairs: &[(&'static str, String)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn every_mark_reads_back_as_written() {
+        let marks = Marks {
+            action: Some(ActionMark {
+                transition: Transition::Terminating,
+                began_at: AT,
+                hook: Some("drain logs".into()),
+            }),
+            agent: Some(AgentMark {
+                phase: ReportPhase::DrainHeartbeat,
+                seq: 7,
+                at: AT + time::Duration::seconds(30),
+            }),
+            heartbeat: Some(AT + time::Duration::seconds(31)),
+            takeover: Some(TakeoverMark {
+                replica: "ctl-a1b2".into(),
+                at: AT,
+            }),
+            outcome: Some(OutcomeMark {
+                result: "CONTINUE".into(),
+                by: EndedBy::Agent,
+                at: AT,
+            }),
+        };
+        let written = tags(&[
+            action_tag(marks.action.as_ref().unwrap()),
+            agent_tag(marks.agent.as_ref().unwrap()),
+            heartbeat_tag(marks.heartbeat.unwrap()),
+            takeover_tag("ctl-a1b2", AT),
+            outcome_tag(marks.outcome.as_ref().unwrap()),
+        ]);
+        assert_eq!(written[AGENT], "drain_heartbeat 7 2026-11-22T10:00:30Z");
+        assert_eq!(Marks::from_tags(&written), marks);
+        assert!(written.values().all(|v| v.len() <= 256), "tag values fit");
+    }
+
+    #[test]
+    fn damaged_marks_are_left_out_not_trusted() {
+        let read = Marks::from_tags(&tags(&[
+            (ACTION, "terminating yesterday".into()),
+            (AGENT, "drain_exploded 1 2026-11-22T10:00:00Z".into()),
+            (HEARTBEAT, String::new()),
+            (OUTCOME, "CONTINUE nobody 2026-11-22T10:00:00Z".into()),
+        ]));
+        assert_eq!(read, Marks::default());
+    }
+}

@@ -1,0 +1,320 @@
+//! The tracker against an in-memory fleet: what several replicas, or a restarted one, do with
+//! the same AWS state.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lifeguard_common::message::{Format, Transition};
+
+use super::*;
+use lifeguard_common::lifecycle::GroupMembership;
+
+use crate::fleet::{AutoScaling, Completion, InstanceState, LifecycleError, MarkedInstance};
+use crate::queue::Handler;
+
+const GROUP: &str = "web";
+const HOOK: &str = "drain";
+
+/// Auto Scaling and the tags of one group, in memory; records every lifecycle call.
+#[derive(Default)]
+struct FakeFleet {
+    states: Mutex<HashMap<String, String>>,
+    tags: Mutex<HashMap<String, HashMap<String, String>>>,
+    calls: Mutex<Vec<String>>,
+}
+
+impl FakeFleet {
+    fn waiting(ids: &[&str]) -> Arc<Self> {
+        let fleet = FakeFleet::default();
+        for id in ids {
+            fleet
+                .states
+                .lock()
+                .unwrap()
+                .insert((*id).to_string(), "Terminating:Wait".into());
+        }
+        Arc::new(fleet)
+    }
+
+    fn calls(&self, what: &str) -> Vec<String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.starts_with(what))
+            .cloned()
+            .collect()
+    }
+
+    fn hook() -> HookInfo {
+        HookInfo {
+            name: HOOK.into(),
+            transition: Transition::Terminating,
+            heartbeat_timeout: Duration::from_secs(60),
+            global_timeout: Duration::from_secs(6000),
+            default_result: "ABANDON".into(),
+        }
+    }
+}
+
+impl AutoScaling for FakeFleet {
+    async fn membership(&self, id: &str) -> Result<Option<GroupMembership>, LifecycleError> {
+        Ok(self
+            .states
+            .lock()
+            .unwrap()
+            .get(id)
+            .map(|s| GroupMembership {
+                asg: GROUP.into(),
+                lifecycle_state: s.clone(),
+            }))
+    }
+
+    async fn hooks(&self, _asg: &str) -> Result<Vec<HookInfo>, LifecycleError> {
+        Ok(vec![FakeFleet::hook()])
+    }
+
+    async fn heartbeat(&self, _asg: &str, _hook: &str, id: &str) -> Result<bool, LifecycleError> {
+        self.calls.lock().unwrap().push(format!("heartbeat {id}"));
+        Ok(self.states.lock().unwrap().get(id).map(String::as_str) == Some("Terminating:Wait"))
+    }
+
+    async fn complete(
+        &self,
+        _asg: &str,
+        _hook: &str,
+        id: &str,
+        result: LifecycleResult,
+    ) -> Result<Completion, LifecycleError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("complete {id} {}", result.as_str()));
+        let mut states = self.states.lock().unwrap();
+        match states.get(id).map(String::as_str) {
+            Some("Terminating:Wait") => {
+                states.insert(id.to_string(), "Terminating:Proceed".into());
+                Ok(Completion::Completed)
+            }
+            _ => Ok(Completion::NoActiveAction),
+        }
+    }
+}
+
+impl Fleet for FakeFleet {
+    async fn groups(&self, _tag: &str, _names: &[String]) -> Result<Vec<GroupView>, FleetError> {
+        Ok(vec![self.group(GROUP).await?.unwrap()])
+    }
+
+    async fn group(&self, name: &str) -> Result<Option<GroupView>, FleetError> {
+        let waiting = self
+            .states
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| s.as_str() == "Terminating:Wait")
+            .map(|(id, _)| (id.clone(), Transition::Terminating))
+            .collect();
+        Ok((name == GROUP).then(|| GroupView {
+            name: GROUP.into(),
+            tags: HashMap::from([("lifeguard:managed".to_string(), "true".to_string())]),
+            hooks: vec![FakeFleet::hook()],
+            waiting,
+        }))
+    }
+
+    async fn states(&self, ids: &[String]) -> Result<HashMap<String, InstanceState>, FleetError> {
+        let states = self.states.lock().unwrap();
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                states.get(id).map(|s| {
+                    (
+                        id.clone(),
+                        InstanceState {
+                            asg: GROUP.into(),
+                            lifecycle_state: s.clone(),
+                        },
+                    )
+                })
+            })
+            .collect())
+    }
+
+    async fn marks(&self, ids: &[String]) -> Result<HashMap<String, Marks>, FleetError> {
+        let tags = self.tags.lock().unwrap();
+        Ok(ids
+            .iter()
+            .filter_map(|id| tags.get(id).map(|t| (id.clone(), Marks::from_tags(t))))
+            .collect())
+    }
+
+    async fn set_marks(&self, id: &str, tags: &[(&'static str, String)]) -> Result<(), FleetError> {
+        let mut all = self.tags.lock().unwrap();
+        let on = all.entry(id.to_string()).or_default();
+        for (key, value) in tags {
+            on.insert((*key).to_string(), value.clone());
+        }
+        Ok(())
+    }
+
+    async fn marked_instances(
+        &self,
+        _group: Option<&str>,
+    ) -> Result<Vec<MarkedInstance>, FleetError> {
+        Ok(Vec::new())
+    }
+}
+
+fn config(defaults: &str) -> Arc<ControllerConfig> {
+    let text = format!(
+        "[queue]\nurl = \"https://sqs.eu-west-1.amazonaws.com/1/q\"\n[groups.defaults]\n{defaults}\n"
+    );
+    Arc::new(
+        lifeguard_common::config::parse_toml(std::path::Path::new("test.toml"), &text).unwrap(),
+    )
+}
+
+fn replica(fleet: &Arc<FakeFleet>, name: &str, defaults: &str) -> Arc<Tracker<FakeFleet>> {
+    Arc::new(Tracker::new(
+        fleet.clone(),
+        config(defaults),
+        name.into(),
+        Arc::new(Metrics::new()),
+    ))
+}
+
+/// Marks the action on `id` as begun `secs_ago`.
+fn began(fleet: &FakeFleet, id: &str, secs_ago: i64) {
+    let mark = ActionMark {
+        transition: Transition::Terminating,
+        began_at: now() - time::Duration::seconds(secs_ago),
+        hook: Some(HOOK.into()),
+    };
+    let (key, value) = marks::action_tag(&mark);
+    fleet
+        .tags
+        .lock()
+        .unwrap()
+        .entry(id.to_string())
+        .or_default()
+        .insert(key.to_string(), value);
+}
+
+fn report(id: &str, phase: ReportPhase, seq: u64) -> Parsed {
+    Parsed {
+        format: Format::EventBridge,
+        message: Message::AgentReport(AgentReport {
+            phase,
+            instance_id: id.into(),
+            asg: Some(GROUP.into()),
+            hook: Some(HOOK.into()),
+            token: None,
+            reason: None,
+            seq,
+            archive: None,
+            steps: Vec::new(),
+            result: None,
+            error: None,
+        }),
+    }
+}
+
+fn received() -> Received {
+    Received {
+        message_id: "m".into(),
+        receipt_handle: "r".into(),
+        body: String::new(),
+        receive_count: 1,
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_due_at_once_complete_an_action_once() {
+    let fleet = FakeFleet::waiting(&["i-1", "i-2"]);
+    began(&fleet, "i-1", 600);
+    began(&fleet, "i-2", 600);
+    let defaults = "agent_grace_secs = 60\nfallback_result = \"CONTINUE\"";
+    let a = replica(&fleet, "a", defaults);
+    let b = replica(&fleet, "b", defaults);
+    a.reconcile().await.unwrap();
+    b.reconcile().await.unwrap();
+    tokio::join!(a.round(), b.round());
+    let completions = fleet.calls("complete");
+    assert_eq!(completions.len(), 2, "{completions:?}");
+    assert!(completions.contains(&"complete i-1 CONTINUE".to_string()));
+    assert!(completions.contains(&"complete i-2 CONTINUE".to_string()));
+    let outcome = Marks::from_tags(&fleet.tags.lock().unwrap()["i-1"])
+        .outcome
+        .unwrap();
+    assert_eq!(
+        (outcome.result.as_str(), outcome.by),
+        ("CONTINUE", EndedBy::Controller)
+    );
+}
+
+#[tokio::test]
+async fn a_report_taken_by_one_replica_holds_back_the_others_fallback() {
+    let fleet = FakeFleet::waiting(&["i-1"]);
+    began(&fleet, "i-1", 600);
+    let defaults = "agent_grace_secs = 60\nreport_silence_secs = 120";
+    let a = replica(&fleet, "a", defaults);
+    let b = replica(&fleet, "b", defaults);
+    // Replica a takes the agent's report; replica b only ever sees AWS.
+    a.handle(&report("i-1", ReportPhase::DrainStarted, 1), &received())
+        .await;
+    b.reconcile().await.unwrap();
+    b.round().await;
+    assert!(fleet.calls("complete").is_empty(), "{:?}", fleet.calls(""));
+    // The agent finishes; neither replica acts.
+    a.handle(&report("i-1", ReportPhase::DrainFinished, 2), &received())
+        .await;
+    b.round().await;
+    a.round().await;
+    assert!(fleet.calls("complete").is_empty());
+    let outcome = Marks::from_tags(&fleet.tags.lock().unwrap()["i-1"])
+        .outcome
+        .unwrap();
+    assert_eq!(outcome.by, EndedBy::Agent);
+}
+
+#[tokio::test]
+async fn a_restarted_replica_heartbeats_an_action_its_clock_says_expired() {
+    // Began 90 s ago with a 60 s heartbeat timeout: only heartbeats this replica no longer
+    // remembers kept it waiting. It must heartbeat, not give up or complete early.
+    let fleet = FakeFleet::waiting(&["i-1"]);
+    began(&fleet, "i-1", 90);
+    let tracker = replica(&fleet, "a", "agent_grace_secs = 600");
+    tracker.reconcile().await.unwrap();
+    tracker.round().await;
+    assert_eq!(fleet.calls("heartbeat"), ["heartbeat i-1"]);
+    assert!(fleet.calls("complete").is_empty());
+    let marked = Marks::from_tags(&fleet.tags.lock().unwrap()["i-1"]);
+    assert!(marked.heartbeat.is_some());
+    assert_eq!(tracker.health().watching, 1);
+}
+
+#[tokio::test]
+async fn an_action_that_ended_is_settled_and_forgotten() {
+    let fleet = FakeFleet::waiting(&["i-1"]);
+    began(&fleet, "i-1", 10);
+    let tracker = replica(&fleet, "a", "agent_grace_secs = 600");
+    tracker.reconcile().await.unwrap();
+    fleet
+        .states
+        .lock()
+        .unwrap()
+        .insert("i-1".into(), "Terminating:Proceed".into());
+    tracker.make_due(&["i-1".to_string()], now());
+    tracker.round().await;
+    assert_eq!(tracker.health().watching, 0);
+    assert!(fleet.calls("complete").is_empty());
+    let outcome = Marks::from_tags(&fleet.tags.lock().unwrap()["i-1"])
+        .outcome
+        .unwrap();
+    assert_eq!(
+        (outcome.result.as_str(), outcome.by),
+        ("ENDED", EndedBy::Timeout)
+    );
+}

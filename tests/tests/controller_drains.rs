@@ -1,0 +1,219 @@
+//! The real controller (and agents) against the emulator: it follows agents that drain, takes
+//! over from absent and dead ones with the group's fallback, and survives its own SIGKILL.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use lifeguard_e2e::agent::{AgentProcess, config_for};
+use lifeguard_e2e::controller::scene;
+use lifeguard_e2e::eventually;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn row<'a>(status: &'a [Value], instance_id: &str) -> &'a Value {
+    status
+        .iter()
+        .find(|r| r["instance_id"] == instance_id)
+        .unwrap_or_else(|| panic!("{instance_id} not in status: {status:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_that_drain_are_followed_not_overruled() {
+    let scene = scene(2, 30, &[]).await;
+    let stage = &scene.stage;
+    let controller = scene.start_controller(
+        "ctl",
+        "agent_grace_secs = 20\nreport_silence_secs = 20\nfallback_result = \"ABANDON\"",
+    );
+    controller.wait_ready().await;
+    let mut agents = Vec::new();
+    for (i, instance) in stage.instances.iter().enumerate() {
+        let dir = stage.path(&format!("agent-{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let extra = format!(
+            "{}\n[[drain.steps]]\nname = \"settle\"\nrun = [\"sleep\", \"1\"]\n",
+            stage.archive_config()
+        );
+        let agent = AgentProcess::start(&dir, &config_for(&stage.emulator, instance, &dir, &extra));
+        agent.wait_for_log("lifeguard-agent watching", WAIT).await;
+        agents.push(agent);
+    }
+
+    stage
+        .clients
+        .autoscaling
+        .set_desired_capacity()
+        .auto_scaling_group_name(lifeguard_e2e::drain::GROUP)
+        .desired_capacity(0)
+        .send()
+        .await
+        .unwrap();
+    for instance in &stage.instances {
+        stage.wait_terminated(instance, WAIT).await;
+    }
+    for agent in &agents {
+        agent.wait_for_log("drain finished", WAIT).await;
+    }
+
+    // Each action completed once, by its agent, with CONTINUE; the controller only followed.
+    let status = eventually("both outcomes recorded", WAIT, || async {
+        let status = controller.status();
+        let done = stage.instances.iter().all(|i| {
+            status
+                .iter()
+                .any(|r| r["instance_id"] == *i && r["ended_by"] == "agent")
+        });
+        done.then_some(status)
+    })
+    .await;
+    for instance in &stage.instances {
+        assert_eq!(
+            stage.completions(instance).await,
+            vec![(200, "CONTINUE".to_string())],
+            "{instance}"
+        );
+        let row = row(&status, instance);
+        assert_eq!(row["outcome"], "CONTINUE", "{row}");
+        assert_eq!(row["transition"], "terminate", "{row}");
+        assert_eq!(row["agent"], "drain_finished", "{row}");
+        assert!(row["duration_secs"].as_i64().unwrap() >= 1, "{row}");
+    }
+    assert_eq!(controller.metric("lifeguard_fallbacks_total").await, 0.0);
+    assert_eq!(controller.metric("lifeguard_heartbeats_total").await, 0.0);
+    assert_eq!(
+        controller
+            .metric("lifeguard_drains_completed_total{result=\"CONTINUE\",by=\"agent\"}")
+            .await,
+        2.0
+    );
+    let log = controller.process.log();
+    assert!(!log.contains("completed by the controller"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_without_an_agent_gets_the_groups_fallback_after_the_grace() {
+    // The group's tag says CONTINUE; the configured default and the hook's default say ABANDON.
+    let scene = scene(1, 30, &[("lifeguard:fallback-result", "CONTINUE")]).await;
+    let stage = &scene.stage;
+    let victim = stage.instances[0].clone();
+    let controller =
+        scene.start_controller("ctl", "agent_grace_secs = 4\nfallback_result = \"ABANDON\"");
+    controller.wait_ready().await;
+
+    stage.terminate(&victim).await;
+    let action = scene.wait_for_action(&victim, WAIT).await;
+    assert_eq!(action["transition"], "autoscaling:EC2_INSTANCE_TERMINATING");
+    stage.wait_terminated(&victim, WAIT).await;
+
+    assert_eq!(
+        stage.completions(&victim).await,
+        vec![(200, "CONTINUE".to_string())]
+    );
+    let status = controller.status();
+    let row = row(&status, &victim);
+    assert_eq!(row["outcome"], "CONTINUE", "{row}");
+    assert_eq!(row["ended_by"], "controller", "{row}");
+    assert_eq!(row["agent"], Value::Null, "{row}");
+    // Not before the grace ran out.
+    let took = row["duration_secs"].as_i64().unwrap();
+    assert!((4..30).contains(&took), "{row}");
+    assert_eq!(controller.metric("lifeguard_fallbacks_total").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_takes_over_when_the_agents_reports_stop() {
+    // Heartbeat timeout 6 s: the agent reports a heartbeat every 2 s while its step runs.
+    let scene = scene(1, 6, &[]).await;
+    let stage = &scene.stage;
+    let victim = stage.instances[0].clone();
+    let controller = scene.start_controller(
+        "ctl",
+        "agent_grace_secs = 30\nreport_silence_secs = 5\nfallback_result = \"ABANDON\"",
+    );
+    controller.wait_ready().await;
+    let extra = format!(
+        "{}\n[[drain.steps]]\nname = \"long\"\nrun = [\"sleep\", \"120\"]\ntimeout_secs = 300\n",
+        stage.archive_config()
+    );
+    let mut agent = AgentProcess::start(
+        stage.dir.path(),
+        &config_for(&stage.emulator, &victim, stage.dir.path(), &extra),
+    );
+    agent.wait_for_log("lifeguard-agent watching", WAIT).await;
+
+    stage.terminate(&victim).await;
+    // The controller has taken in the agent's reports before the agent dies.
+    eventually("the agent's reports to be marked", WAIT, || async {
+        let status = controller.status();
+        status
+            .iter()
+            .any(|r| r["instance_id"] == victim && r["agent"] == "drain_heartbeat")
+            .then_some(())
+    })
+    .await;
+    agent.kill9();
+    let killed_at = scene.last_call_seq().await;
+
+    stage.wait_terminated(&victim, WAIT).await;
+    let completions = stage.completions(&victim).await;
+    assert_eq!(completions, vec![(200, "ABANDON".to_string())]);
+    let status = controller.status();
+    let row = row(&status, &victim);
+    assert_eq!(row["outcome"], "ABANDON", "{row}");
+    assert_eq!(row["ended_by"], "controller", "{row}");
+    // The completion came after the agent died, by the controller.
+    let calls = stage
+        .emulator
+        .calls("autoscaling", "CompleteLifecycleAction", Some(&victim))
+        .await;
+    assert!(calls[0]["seq"].as_u64().unwrap() > killed_at);
+    let log = controller.process.log();
+    assert!(log.contains("the agent's reports stopped"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_controller_rebuilds_its_watch_and_keeps_the_action_alive() {
+    // Heartbeat timeout 4 s, grace 16 s: without heartbeats across the restart the hook would
+    // time out with its default (ABANDON) long before the fallback (CONTINUE) is due.
+    let scene = scene(1, 4, &[]).await;
+    let stage = &scene.stage;
+    let victim = stage.instances[0].clone();
+    let defaults =
+        "agent_grace_secs = 16\nfallback_result = \"CONTINUE\"\nheartbeat_while_waiting = true";
+    let mut controller = scene.start_controller("ctl", defaults);
+    controller.wait_ready().await;
+
+    stage.terminate(&victim).await;
+    eventually("a heartbeat from the controller", WAIT, || async {
+        (!scene.heartbeats(&victim).await.is_empty()).then_some(())
+    })
+    .await;
+    controller.process.kill9();
+    let killed_at = scene.last_call_seq().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    controller.process.restart();
+
+    stage.wait_terminated(&victim, WAIT).await;
+    let after_restart: Vec<u64> = scene
+        .heartbeats(&victim)
+        .await
+        .into_iter()
+        .filter(|seq| *seq > killed_at)
+        .collect();
+    assert!(!after_restart.is_empty(), "no heartbeat after the restart");
+    assert_eq!(
+        stage.completions(&victim).await,
+        vec![(200, "CONTINUE".to_string())],
+        "one completion, the controller's fallback, not the hook's timeout"
+    );
+    let status = controller.status();
+    let row = row(&status, &victim);
+    assert_eq!(row["outcome"], "CONTINUE", "{row}");
+    assert_eq!(row["ended_by"], "controller", "{row}");
+    // The grace was counted from the action's start, not from the restart.
+    let took = row["duration_secs"].as_i64().unwrap();
+    assert!((16..26).contains(&took), "{row}");
+}
