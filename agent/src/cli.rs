@@ -13,6 +13,7 @@ use lifeguard_common::aws::{AwsSettings, s3_client, sdk_config};
 use crate::config::{AgentConfig, DEFAULT_PATH, LogFormat};
 use crate::drain::Deps;
 use crate::imds::{self, HttpImds};
+use crate::lazy::OnFirstUse;
 use crate::lifecycle::AwsAutoScaling;
 use crate::report::{NoReports, ReportSink, SqsReports};
 use crate::run::Agent;
@@ -149,24 +150,48 @@ async fn run(config: AgentConfig, config_path: PathBuf) -> ExitCode {
             }
         }
     }
-    let sdk = sdk_config(&aws, None).await;
-    let store = config
-        .upload
-        .as_ref()
-        .map(|_| S3Store::new(s3_client(&sdk, &aws)));
-    let autoscaling = AwsAutoScaling::new(aws_sdk_autoscaling::Client::new(&sdk));
+    // The SDK is loaded, and its clients built, when a drain or a launch first needs them.
+    let sdk = {
+        let aws = aws.clone();
+        Arc::new(OnFirstUse::new(move || {
+            let aws = aws.clone();
+            async move { sdk_config(&aws, None).await }
+        }))
+    };
+    let store = config.upload.as_ref().map(|_| {
+        let (sdk, aws) = (sdk.clone(), aws.clone());
+        OnFirstUse::new(move || {
+            let (sdk, aws) = (sdk.clone(), aws.clone());
+            async move { S3Store::new(s3_client(sdk.get().await, &aws)) }
+        })
+    });
+    let autoscaling = {
+        let sdk = sdk.clone();
+        OnFirstUse::new(move || {
+            let sdk = sdk.clone();
+            async move { AwsAutoScaling::new(aws_sdk_autoscaling::Client::new(sdk.get().await)) }
+        })
+    };
     let outcome = match &config.report.queue_url {
         Some(queue_url) => {
             let account = imds::account_id(&metadata).await.unwrap_or_else(|error| {
                 tracing::warn!(%error, "account id unknown; reports carry none");
                 String::new()
             });
-            let reports = SqsReports::new(
-                aws_sdk_sqs::Client::new(&sdk),
-                queue_url.clone(),
-                region_of(&aws),
-                account,
-            );
+            let (queue_url, region) = (queue_url.clone(), region_of(&aws));
+            let reports = OnFirstUse::new(move || {
+                let sdk = sdk.clone();
+                let (queue_url, region, account) =
+                    (queue_url.clone(), region.clone(), account.clone());
+                async move {
+                    SqsReports::new(
+                        aws_sdk_sqs::Client::new(sdk.get().await),
+                        queue_url,
+                        region,
+                        account,
+                    )
+                }
+            });
             serve(
                 config,
                 config_path,
@@ -211,8 +236,8 @@ async fn serve<R: ReportSink + 'static>(
     config: AgentConfig,
     config_path: PathBuf,
     metadata: HttpImds,
-    autoscaling: AwsAutoScaling,
-    store: Option<S3Store>,
+    autoscaling: OnFirstUse<AwsAutoScaling>,
+    store: Option<OnFirstUse<S3Store>>,
     reports: R,
     shutdown: tokio_util::sync::CancellationToken,
     reload: Arc<tokio::sync::Notify>,

@@ -76,6 +76,10 @@ impl HttpImds {
             .timeout(Duration::from_millis(config.request_timeout_ms))
             .connect_timeout(Duration::from_millis(config.request_timeout_ms))
             .no_proxy()
+            // IMDS is plain HTTP on a link-local address: an empty trust store spares loading
+            // the system's certificates into an agent that idles for weeks, and makes an https
+            // base URL fail loudly rather than trust anything.
+            .tls_certs_only(Vec::new())
             .build()
             .map_err(ImdsError::Client)?;
         Ok(HttpImds {

@@ -9,6 +9,7 @@ pub mod drain;
 pub mod imds;
 pub mod keys;
 pub mod launch;
+pub mod lazy;
 pub mod lifecycle;
 pub mod manual;
 pub mod pack;

@@ -227,3 +227,37 @@ async fn duplicate_and_reordered_deliveries_make_one_action() {
     let log = controller.process.log();
     assert!(log.contains("the agent's reports stopped"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_tell_the_truth_and_sigterm_stops_cleanly() {
+    let scene = scene(1, 60, &[]).await;
+    let mut controller = scene.start_controller("ctl", "agent_grace_secs = 60");
+    controller.wait_ready().await;
+
+    let (status, body) = controller.get("/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert!(
+        health["last_reconcile_age_secs"].as_i64().unwrap() <= 5,
+        "{health}"
+    );
+    let (status, metrics) = controller.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("lifeguard_reconciles_total"), "{metrics}");
+    assert!(metrics.ends_with("# EOF\n"));
+    assert_eq!(controller.get("/nothing-here").await.0, 404);
+
+    // A message in hand when the signal comes is finished, not lost: the event is deleted
+    // and the action watched by whoever runs next.
+    scene.stage.terminate(&scene.stage.instances[0]).await;
+    controller
+        .process
+        .wait_for_log("watching lifecycle action", WAIT)
+        .await;
+    controller.process.terminate();
+    assert_eq!(controller.process.wait_exit(WAIT).await, Some(0));
+    let log = controller.process.log();
+    assert!(log.contains("lifeguard-controller stopped"), "{log}");
+    wait_queue_empty(&scene).await;
+}

@@ -1,19 +1,20 @@
 //! The local demo, the whole story on one machine against the emulator: a group of three
-//! instances with a terminate hook, lifeguard-agent running for each simulated instance over its
-//! own logs, a scale-in, the chosen instance's drain (steps, archive, upload, completion), the
-//! agent's reports and the lifecycle event explained by `lifeguard-controller explain`, and the
-//! archive listed from S3 with its manifest.
+//! instances with a terminate hook, lifeguard-controller on the group's queue, lifeguard-agent on
+//! two of the simulated instances (the third has none), the scale-in of one instance with an
+//! agent and of the one without, the drain (steps, archive, upload, completion) followed by the
+//! controller, the controller's fallback for the agentless one, the archive listed from S3 with
+//! its manifest, and `lifeguard-controller status` with each drain's outcome.
 
 // Demo tooling built on the test harness, which fails loudly rather than carrying on.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use lifeguard_common::message::Transition;
-use lifeguard_e2e::agent::{AgentProcess, config_for};
+use lifeguard_e2e::agent::{AgentProcess, ServiceProcess, config_for};
+use lifeguard_e2e::controller::free_port;
 use lifeguard_e2e::drain::{sha256_hex, unpack, write_logs};
 use lifeguard_e2e::fleet::{self, Hook};
 use lifeguard_e2e::{Emulator, eventually};
@@ -31,30 +32,6 @@ fn controller_binary() -> PathBuf {
     }
     let me = std::env::current_exe().unwrap();
     me.with_file_name("lifeguard-controller")
-}
-
-fn explain(body: &str) -> String {
-    let binary = controller_binary();
-    let mut child = Command::new(&binary)
-        .args(["explain", "--pretty", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("running {}: {e}", binary.display()));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "explain failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
 }
 
 fn step(text: &str) {
@@ -84,8 +61,8 @@ async fn main() {
     c.s3.create_bucket().bucket(BUCKET).send().await.unwrap();
     step(&format!(
         "group {GROUP}: 3 instances of {template} ({image}), terminate hook {HOOK} \
-         (heartbeat 300 s, default ABANDON); EventBridge rule and agent reports -> queue \
-         lifeguard-controller; bucket {BUCKET}"
+         (heartbeat 300 s, default ABANDON), tagged lifeguard:managed; EventBridge rule and \
+         agent reports -> queue lifeguard-controller; bucket {BUCKET}"
     ));
     fleet::group(
         &c,
@@ -101,14 +78,53 @@ async fn main() {
         }],
     )
     .await;
+    c.autoscaling
+        .create_or_update_tags()
+        .tags(
+            aws_sdk_autoscaling::types::Tag::builder()
+                .resource_id(GROUP)
+                .resource_type("auto-scaling-group")
+                .key("lifeguard:managed")
+                .value("true")
+                .propagate_at_launch(false)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
 
-    step("lifeguard-agent on each instance, each with its own logs and drain steps");
+    step("lifeguard-controller on the queue (agent grace 8 s, fallback CONTINUE)");
+    let port = free_port();
+    let controller_config = controller_config(&emulator, &queue.url, port);
+    let controller = ServiceProcess::controller(
+        work.path(),
+        "controller",
+        &controller_config,
+        &[("LIFEGUARD_REPLICA_ID", "demo-controller")],
+    );
+    eventually("the controller to be ready", WAIT, || async {
+        let ready = matches!(
+            reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await,
+            Ok(r) if r.status().is_success()
+        );
+        ready.then_some(())
+    })
+    .await;
+    println!(
+        "    pid {}, health and metrics on http://127.0.0.1:{port}/healthz and /metrics",
+        controller.pid()
+    );
+
+    step(
+        "lifeguard-agent on two instances, each with its own logs and drain steps; none on the third",
+    );
+    let members = fleet::instances(&c, GROUP).await;
     let mut agents = Vec::new();
-    for (id, state) in fleet::instances(&c, GROUP).await {
-        let dir = work.path().join(&id);
+    for (id, state) in &members[..2] {
+        let dir = work.path().join(id);
         let logs = dir.join("var/log/app");
         write_logs(&logs);
-        let config = agent_config(&emulator, &id, &dir, &logs, &queue.url);
+        let config = agent_config(&emulator, id, &dir, &logs, &queue.url);
         std::fs::create_dir_all(&dir).unwrap();
         let agent = AgentProcess::start(&dir, &config);
         println!(
@@ -116,31 +132,32 @@ async fn main() {
             agent.pid(),
             logs.display()
         );
-        agents.push((id, logs, agent));
+        agents.push((id.clone(), logs, agent));
     }
+    let agentless = members[2].0.clone();
+    println!("    {agentless}  {}  no agent", members[2].1);
     for (_, _, agent) in &agents {
         agent.wait_for_log("lifeguard-agent watching", WAIT).await;
     }
-    println!("    all three agents are polling IMDS every second");
+    println!("    both agents are polling IMDS every second");
 
-    step("scale-in: SetDesiredCapacity 3 -> 2; the group picks the instance to terminate");
-    c.autoscaling
-        .set_desired_capacity()
-        .auto_scaling_group_name(GROUP)
-        .desired_capacity(2)
-        .send()
-        .await
-        .unwrap();
-    let victim = eventually("an instance in Terminating:Wait", WAIT, || async {
-        for (id, _, _) in &agents {
-            if fleet::lifecycle_state(&c, id).await.as_deref() == Some("Terminating:Wait") {
-                return Some(id.clone());
-            }
-        }
-        None
-    })
-    .await;
-    println!("    {victim}: Terminating:Wait; its agent sees IMDS say Terminated and drains");
+    let victim = agents[0].0.clone();
+    step(&format!(
+        "scale-in: TerminateInstanceInAutoScalingGroup {victim} (has an agent) and {agentless} \
+         (has none), capacity decremented"
+    ));
+    for id in [&victim, &agentless] {
+        c.autoscaling
+            .terminate_instance_in_auto_scaling_group()
+            .instance_id(id)
+            .should_decrement_desired_capacity(true)
+            .send()
+            .await
+            .unwrap();
+    }
+    println!(
+        "    both wait in Terminating:Wait; the agent on {victim} sees IMDS say Terminated and drains"
+    );
     let (_, logs, agent) = agents.iter().find(|(id, _, _)| *id == victim).unwrap();
 
     eventually("the instance to terminate", WAIT, || async {
@@ -165,24 +182,25 @@ async fn main() {
         println!("    {message}  {}", details.join(" "));
     }
 
-    step("the queue, as the controller will read it (`lifeguard-controller explain`)");
-    let mut seen = 0;
-    while let Some(body) = receive_one(&c, &queue.url).await {
-        let explained: Value = serde_json::from_str(&explain(&body)).unwrap();
-        let kind = explained["kind"].as_str().unwrap_or_default();
-        // An agent report's phase is its `state`; a lifecycle event shows its transition.
-        let phase = explained
-            .get("state")
-            .or_else(|| explained.get("transition"))
-            .map(plain)
-            .unwrap_or_default();
-        println!(
-            "    {kind:<20} {phase:<18} instance {} ",
-            explained.get("instance_id").map(plain).unwrap_or_default()
-        );
-        seen += 1;
+    step(&format!(
+        "{agentless} has no agent: the controller completes its action after the grace"
+    ));
+    eventually("the agentless instance to terminate", WAIT, || async {
+        (fleet::ec2_state(&c, &agentless).await == "terminated").then_some(())
+    })
+    .await;
+    step("what the controller did (its JSON log, abridged)");
+    for event in controller.log_events() {
+        let message = event["message"].as_str().unwrap_or_default();
+        if event["level"] == "DEBUG" || message.is_empty() || message == "reconciled" {
+            continue;
+        }
+        let details: Vec<String> = ["instance_id", "phase", "result", "reason"]
+            .iter()
+            .filter_map(|k| event.get(*k).map(|v| format!("{k}={}", plain(v))))
+            .collect();
+        println!("    {message}  {}", details.join(" "));
     }
-    println!("    ({seen} messages)");
 
     step(&format!("the archive in s3://{BUCKET}/ and its manifest"));
     let listed = c.s3.list_objects_v2().bucket(BUCKET).send().await.unwrap();
@@ -256,21 +274,33 @@ async fn main() {
     for (id, state) in fleet::instances(&c, GROUP).await {
         println!("    {id}  {state}");
     }
-    let completions = emulator
-        .calls("autoscaling", "CompleteLifecycleAction", Some(&victim))
-        .await;
-    println!(
-        "    CompleteLifecycleAction for {victim}: {} call(s), result {}",
-        completions.len(),
-        completions
-            .first()
-            .map(|c| plain(&c["params"]["LifecycleActionResult"]))
-            .unwrap_or_default()
-    );
+    for id in [&victim, &agentless] {
+        let completions = emulator
+            .calls("autoscaling", "CompleteLifecycleAction", Some(id))
+            .await;
+        println!(
+            "    CompleteLifecycleAction for {id}: {} call(s), result {}",
+            completions.len(),
+            completions
+                .first()
+                .map(|c| plain(&c["params"]["LifecycleActionResult"]))
+                .unwrap_or_default()
+        );
+    }
+
+    step("lifeguard-controller status (read from AWS: the marks on the instances)");
+    eventually("both outcomes recorded", WAIT, || async {
+        let json = status(&controller_config, work.path(), &["--output", "json"]);
+        let rows: Vec<Value> = serde_json::from_str(&json).unwrap();
+        (rows.iter().filter(|r| r["ended_by"] != Value::Null).count() >= 2).then_some(())
+    })
+    .await;
+    print!("{}", status(&controller_config, work.path(), &[]));
     for (_, _, agent) in &agents {
         agent.terminate();
     }
-    println!("\ndone: the agents and the emulator stop now.");
+    controller.terminate();
+    println!("\ndone: the agents, the controller and the emulator stop now.");
 }
 
 fn agent_config(
@@ -304,24 +334,57 @@ queue_url = "{queue_url}"
         .replace("lifeguard_agent=debug", "lifeguard_agent=info")
 }
 
-async fn receive_one(c: &lifeguard_e2e::Clients, queue_url: &str) -> Option<String> {
-    let received = c
-        .sqs
-        .receive_message()
-        .queue_url(queue_url)
-        .wait_time_seconds(1)
-        .send()
-        .await
+/// `lifeguard-controller status` with the demo controller's configuration; its output.
+fn status(config: &str, dir: &std::path::Path, args: &[&str]) -> String {
+    let path = dir.join("status.toml");
+    std::fs::write(&path, config).unwrap();
+    let output = Command::new(controller_binary())
+        .arg("--config")
+        .arg(&path)
+        .arg("status")
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .stderr(Stdio::inherit())
+        .output()
         .unwrap();
-    let message = received.messages().first()?;
-    c.sqs
-        .delete_message()
-        .queue_url(queue_url)
-        .receipt_handle(message.receipt_handle().unwrap())
-        .send()
-        .await
-        .unwrap();
-    message.body().map(str::to_string)
+    assert!(
+        output.status.success(),
+        "lifeguard-controller status failed"
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn controller_config(emulator: &Emulator, queue_url: &str, port: u16) -> String {
+    format!(
+        r#"[aws]
+region = "{region}"
+endpoint_url = "{endpoint}"
+
+[queue]
+url = "{queue_url}"
+wait_time_secs = 1
+
+[groups]
+tag = "lifeguard:managed"
+
+[groups.defaults]
+agent_grace_secs = 8
+fallback_result = "CONTINUE"
+
+[reconcile]
+interval_secs = 5
+
+[http]
+listen = "127.0.0.1:{port}"
+
+[log]
+format = "json"
+level = "info"
+"#,
+        region = lifeguard_e2e::REGION,
+        endpoint = emulator.endpoint(),
+    )
 }
 
 /// A JSON value without the quotes around strings.
