@@ -166,18 +166,24 @@ pub fn decide(watch: &Watch, policy: &GroupPolicy, now: OffsetDateTime) -> Decis
         return Decision::Forget;
     }
 
-    let agent_deadline = match watch.agent {
-        AgentState::Silent => watch.began_at + policy.agent_grace,
-        AgentState::Reporting { last_at, .. } => last_at + policy.report_silence,
-        AgentState::Finished { .. } => return Decision::Forget,
+    let agent_deadline = match (watch.transition, watch.agent) {
+        (_, AgentState::Finished { .. }) => return Decision::Forget,
+        // A launch is the agent's to gate with its readiness checks for as long as the hook
+        // allows; the fallback comes only at the deadline, just before the hook's default.
+        (Transition::Launching, _) => watch.expires_at() - launch_margin(watch.heartbeat_timeout),
+        (_, AgentState::Silent) => watch.began_at + policy.agent_grace,
+        (_, AgentState::Reporting { last_at, .. }) => last_at + policy.report_silence,
     };
+    // Launches are not kept waiting on an absent agent's behalf: a new instance that never
+    // says ready should not hold capacity back for days.
+    let heartbeats = policy.heartbeat_while_waiting && watch.transition == Transition::Terminating;
     let fallback = match watch.transition {
         Transition::Terminating => policy.fallback_result,
         Transition::Launching => policy.launch_fallback_result,
     };
     let heartbeat_now = heartbeat_due_at(watch).is_some_and(|due| now >= due);
     let until_heartbeat = |next: OffsetDateTime| match heartbeat_due_at(watch) {
-        Some(due) if policy.heartbeat_while_waiting => next.min(due),
+        Some(due) if heartbeats => next.min(due),
         _ => next,
     };
 
@@ -185,7 +191,7 @@ pub fn decide(watch: &Watch, policy: &GroupPolicy, now: OffsetDateTime) -> Decis
         // The agent has it, or may still come. Keep the action alive meanwhile: a reporting
         // agent's heartbeats (its reports say so) push this one out, so the controller only
         // sends one when the agent is late, which is when it may have died.
-        if policy.heartbeat_while_waiting && heartbeat_now {
+        if heartbeats && heartbeat_now {
             return Decision::Heartbeat;
         }
         return Decision::WaitUntil(until_heartbeat(agent_deadline).min(watch.expires_at()));
@@ -199,7 +205,7 @@ pub fn decide(watch: &Watch, policy: &GroupPolicy, now: OffsetDateTime) -> Decis
             Decision::StartAgentlessArchive
         }
         Takeover::Archiving { since } if now < since + policy.agentless_archive_timeout => {
-            if policy.heartbeat_while_waiting && heartbeat_now {
+            if heartbeats && heartbeat_now {
                 Decision::Heartbeat
             } else {
                 let next = until_heartbeat(since + policy.agentless_archive_timeout);
@@ -208,6 +214,12 @@ pub fn decide(watch: &Watch, policy: &GroupPolicy, now: OffsetDateTime) -> Decis
         }
         _ => Decision::Complete(fallback),
     }
+}
+
+/// How long before a launch action's deadline the controller applies the launch fallback: enough
+/// for a claim among replicas and the call, a sixth of the heartbeat timeout within 3 s to 60 s.
+fn launch_margin(heartbeat_timeout: Duration) -> Duration {
+    (heartbeat_timeout / 6).clamp(Duration::from_secs(3), Duration::from_secs(60))
 }
 
 /// Heartbeats go out when two thirds of the heartbeat timeout have passed since the last one,

@@ -187,8 +187,13 @@ fn launches_fall_back_to_their_own_result_without_an_archive() {
     policy.agentless_archive = true;
     let mut watch = terminate(300);
     watch.transition = Transition::Launching;
+    // No heartbeats for a launch, and no fallback before its deadline (300 s, less 50 s).
     assert_eq!(
         decide(&watch, &policy, at(60)),
+        Decision::WaitUntil(at(250))
+    );
+    assert_eq!(
+        decide(&watch, &policy, at(250)),
         Decision::Complete(LifecycleResult::Continue)
     );
     watch.on_report(ReportPhase::LaunchReady, 1, at(30));
