@@ -84,7 +84,12 @@ pub struct FleetError {
     pub code: Option<String>,
 }
 
-pub trait Fleet: AutoScaling + Send + Sync + 'static {
+pub trait Fleet: Send + Sync + 'static {
+    /// Lifecycle calls about one instance (heartbeat, complete).
+    type Lifecycle: AutoScaling;
+
+    fn lifecycle(&self) -> &Self::Lifecycle;
+
     /// The groups tagged `tag` (any value) plus the groups named in `names`.
     fn groups(
         &self,

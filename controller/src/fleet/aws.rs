@@ -8,12 +8,11 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use lifeguard_common::aws::is_transient;
-use lifeguard_common::lifecycle::{AwsAutoScaling, LifecycleResult};
+use lifeguard_common::lifecycle::AwsAutoScaling;
 use lifeguard_common::message::Transition;
 
 use super::{
-    AutoScaling, Completion, DESCRIBE_BATCH, Fleet, FleetError, GroupView, HookInfo, InstanceState,
-    LifecycleError, MarkedInstance,
+    AutoScaling, DESCRIBE_BATCH, Fleet, FleetError, GroupView, InstanceState, MarkedInstance,
 };
 use crate::marks::{self, Marks};
 
@@ -146,41 +145,12 @@ fn ids_subject(ids: &[String]) -> String {
     }
 }
 
-impl AutoScaling for AwsFleet {
-    async fn membership(
-        &self,
-        instance_id: &str,
-    ) -> Result<Option<lifeguard_common::lifecycle::GroupMembership>, LifecycleError> {
-        self.lifecycle.membership(instance_id).await
-    }
-
-    async fn hooks(&self, asg: &str) -> Result<Vec<HookInfo>, LifecycleError> {
-        self.lifecycle.hooks(asg).await
-    }
-
-    async fn heartbeat(
-        &self,
-        asg: &str,
-        hook: &str,
-        instance_id: &str,
-    ) -> Result<bool, LifecycleError> {
-        self.lifecycle.heartbeat(asg, hook, instance_id).await
-    }
-
-    async fn complete(
-        &self,
-        asg: &str,
-        hook: &str,
-        instance_id: &str,
-        result: LifecycleResult,
-    ) -> Result<Completion, LifecycleError> {
-        self.lifecycle
-            .complete(asg, hook, instance_id, result)
-            .await
-    }
-}
-
 impl Fleet for AwsFleet {
+    type Lifecycle = AwsAutoScaling;
+
+    fn lifecycle(&self) -> &AwsAutoScaling {
+        &self.lifecycle
+    }
     async fn groups(&self, tag: &str, names: &[String]) -> Result<Vec<GroupView>, FleetError> {
         let mut views = if tag.trim().is_empty() {
             Vec::new()

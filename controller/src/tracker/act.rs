@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{Entry, Tracker, merge_marks, now, std_to_time};
-use crate::fleet::{Completion, Fleet};
+use crate::fleet::{AutoScaling, Completion, Fleet};
 use crate::marks::{self, EndedBy, Marks, OutcomeMark};
 use crate::watch::{AgentState, Decision, Takeover, decide};
 
@@ -121,7 +121,7 @@ impl<F: Fleet> Tracker<F> {
     async fn send_heartbeats(self: &Arc<Self>, entries: Vec<Entry>) {
         self.for_each(entries, |this, mut entry| async move {
             let w = &entry.watch;
-            let sent = this.fleet.heartbeat(&w.asg, &w.hook, &w.instance_id).await;
+            let sent = this.fleet.lifecycle().heartbeat(&w.asg, &w.hook, &w.instance_id).await;
             let at = now();
             match sent {
                 Ok(true) => {
@@ -247,6 +247,7 @@ impl<F: Fleet> Tracker<F> {
         };
         match self
             .fleet
+            .lifecycle()
             .complete(&w.asg, &w.hook, &w.instance_id, result)
             .await
         {

@@ -103,6 +103,11 @@ impl AutoScaling for FakeFleet {
 }
 
 impl Fleet for FakeFleet {
+    type Lifecycle = Self;
+
+    fn lifecycle(&self) -> &Self {
+        self
+    }
     async fn groups(&self, _tag: &str, _names: &[String]) -> Result<Vec<GroupView>, FleetError> {
         Ok(vec![self.group(GROUP).await?.unwrap()])
     }
