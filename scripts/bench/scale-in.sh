@@ -608,7 +608,7 @@ for sample in samples:
                          "open": open_actions,
                          "completed": sum(1 for d in done_at.values() if d <= at)})
 
-# What the controller logged, and its warnings and errors by message.
+# What the controller logged, by level and message.
 levels, loud = collections.Counter(), collections.Counter()
 with open(os.path.join(work, "controller.log"), errors="replace") as f:
     for line in f:
@@ -619,8 +619,7 @@ with open(os.path.join(work, "controller.log"), errors="replace") as f:
             continue
         level = str(entry.get("level", "?")).upper()
         levels[level] += 1
-        if level in ("WARN", "ERROR"):
-            loud[f"{level} {entry.get('message', '?')}"] += 1
+        loud[f"{level} {entry.get('message', '?')}"] += 1
 
 code = os.environ["EXIT_CODE"]
 result = {
@@ -668,7 +667,7 @@ result = {
     "metrics": metrics,
     "progress": progress,
     "controller_log_levels": dict(levels),
-    "controller_log_warnings": dict(loud.most_common(10)),
+    "controller_log_messages": dict(loud.most_common(20)),
     "sampler_errors": run["errors"],
 }
 
@@ -733,13 +732,18 @@ for name, a in list(calls_out.items())[:12]:
         f"{a['mean_ms']:8.1f} {a['max_ms']:8.1f}")
 if len(calls_out) > 12:
     say(f"  ... {len(calls_out) - 12} more (see --json)")
-say("  (served s: the emulator's time per call, summed; for ReceiveMessage it includes the long-poll wait)")
+say("  (served s: each call's time in the emulator from arrival to answer, summed; calls overlap, so it is\n"
+    "  latency, waiting for the busy emulator included, not CPU; ReceiveMessage's includes its long poll)")
 say(f"lifeguard_fallbacks_total {counter(metrics['lifeguard_fallbacks_total'])}; "
     f"lifeguard_lifecycle_api_errors_total {counter(metrics['lifeguard_lifecycle_api_errors_total'])}")
+drains = metrics["lifeguard_drains_completed_total"]
+drains = sum(drains.values()) if isinstance(drains, dict) else drains
+if drains != n:
+    say(f"note: lifeguard_drains_completed_total sums to {drains:g} for {n} lifecycle actions")
 say(f"lifeguard_drains_completed_total {counter(metrics['lifeguard_drains_completed_total'])}; "
     f"lifeguard_heartbeats_total {counter(metrics['lifeguard_heartbeats_total'])}; "
     f"lifeguard_messages_failed_total {counter(metrics['lifeguard_messages_failed_total'])}")
-say(f"controller log lines by level: {dict(levels)}" + "".join(f"\n  {k}: {v}" for k, v in loud.most_common(10)))
+say(f"controller log lines by level: {dict(levels)}" + "".join(f"\n  {k}: {v}" for k, v in loud.most_common(20)))
 if run["errors"]:
     say(f"sampler errors: {run['errors'][:5]}")
 say(f"exit after SIGTERM: {code}")

@@ -30,16 +30,23 @@ impl<F: Fleet> Tracker<F> {
         }
 
         let ids: Vec<String> = new.iter().map(|(id, ..)| id.clone()).collect();
-        let found = if ids.is_empty() {
-            HashMap::new()
+        let (found, states) = if ids.is_empty() {
+            (HashMap::new(), HashMap::new())
         } else {
-            self.fleet.marks(&ids).await?
+            // The group listing may be older than an action this replica (or another) has
+            // just completed: look again after reading the marks, or an ended action would be
+            // taken for a new one and its outcome overwritten.
+            let found = self.fleet.marks(&ids).await?;
+            (found, self.fleet.states(&ids).await?)
         };
         let mut added = 0usize;
         for (id, asg, transition) in &new {
             let Some(Some(group)) = groups.get(asg) else {
                 continue;
             };
+            if !states.get(id).is_some_and(|s| s.waits_for(*transition)) {
+                continue;
+            }
             let marks = found.get(id).cloned().unwrap_or_default();
             let marked_hook = marks
                 .action

@@ -22,6 +22,9 @@ struct FakeFleet {
     states: Mutex<HashMap<String, String>>,
     tags: Mutex<HashMap<String, HashMap<String, String>>>,
     calls: Mutex<Vec<String>>,
+    /// What the group listing shows instead of the states, when set: a listing older than
+    /// the states, as Auto Scaling's can be.
+    stale_listing: Mutex<Option<Vec<(String, Transition)>>>,
 }
 
 impl FakeFleet {
@@ -114,13 +117,19 @@ impl Fleet for FakeFleet {
 
     async fn group(&self, name: &str) -> Result<Option<GroupView>, FleetError> {
         let waiting = self
-            .states
+            .stale_listing
             .lock()
             .unwrap()
-            .iter()
-            .filter(|(_, s)| s.as_str() == "Terminating:Wait")
-            .map(|(id, _)| (id.clone(), Transition::Terminating))
-            .collect();
+            .clone()
+            .unwrap_or_else(|| {
+                self.states
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(_, s)| s.as_str() == "Terminating:Wait")
+                    .map(|(id, _)| (id.clone(), Transition::Terminating))
+                    .collect()
+            });
         Ok((name == GROUP).then(|| GroupView {
             name: GROUP.into(),
             tags: HashMap::from([("lifeguard:managed".to_string(), "true".to_string())]),
@@ -321,5 +330,34 @@ async fn an_action_that_ended_is_settled_and_forgotten() {
     assert_eq!(
         (outcome.result.as_str(), outcome.by),
         ("ENDED", EndedBy::Timeout)
+    );
+}
+
+#[tokio::test]
+async fn a_stale_listing_does_not_revive_an_action_just_completed() {
+    // Replica a completes the action; replica b's reconcile lists the group from before that.
+    let fleet = FakeFleet::waiting(&["i-1"]);
+    began(&fleet, "i-1", 600);
+    let a = replica(
+        &fleet,
+        "a",
+        "agent_grace_secs = 60\nfallback_result = \"CONTINUE\"",
+    );
+    a.reconcile().await.unwrap();
+    *fleet.stale_listing.lock().unwrap() = Some(vec![("i-1".into(), Transition::Terminating)]);
+    a.round().await;
+    assert_eq!(fleet.calls("complete"), ["complete i-1 CONTINUE"]);
+    let b = replica(&fleet, "b", "agent_grace_secs = 60");
+    b.reconcile().await.unwrap();
+    assert_eq!(b.health().watching, 0);
+    let marked = Marks::from_tags(&fleet.tags.lock().unwrap()["i-1"]);
+    let outcome = marked.outcome.unwrap();
+    assert_eq!(
+        (outcome.result.as_str(), outcome.by),
+        ("CONTINUE", EndedBy::Controller)
+    );
+    assert!(
+        marked.action.unwrap().began_at < outcome.at,
+        "no new action mark"
     );
 }
