@@ -36,56 +36,10 @@ if [[ ! -x "$bin" ]]; then
     exit 1
 fi
 
-venv="$("$repo/tests/emulator/setup.sh")"
-py="$venv/bin/python"
-export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
-unset AWS_PROFILE AWS_SESSION_TOKEN RUST_LOG
-# Static credentials above; keep boto3 and the agent from probing a real metadata service.
-export AWS_EC2_METADATA_DISABLED=true
-
-work="$(mktemp -d "${TMPDIR:-/tmp}/lifeguard-idle-agent.XXXXXX")"
-emulator_pid=""
-agent_pid=""
-cleanup() {
-    local pid
-    for pid in "$agent_pid" "$emulator_pid"; do
-        if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null || true
-            wait "$pid" 2>/dev/null || true
-        fi
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Whether a child of this shell still runs: kill -0 also succeeds on an exited child that
-# has not been waited for yet (a zombie), so look at its state instead.
-alive() {
-    local stat
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    stat="${stat##*) }"
-    [[ "${stat:0:1}" != Z ]]
-}
-
-# run.sh execs the interpreter, so $! is the emulator process itself.
-"$repo/tests/emulator/run.sh" --host 127.0.0.1 --port 0 --port-file "$work/port" \
-    >"$work/emulator.log" 2>&1 &
-emulator_pid=$!
-for _ in $(seq 600); do
-    [[ -s "$work/port" ]] && break
-    if ! alive "$emulator_pid"; then
-        echo "idle-agent: the emulator did not start:" >&2
-        cat "$work/emulator.log" >&2
-        exit 1
-    fi
-    sleep 0.1
-done
-if [[ ! -s "$work/port" ]]; then
-    echo "idle-agent: the emulator did not report its port within 60 s" >&2
-    exit 1
-fi
-endpoint="http://127.0.0.1:$(cat "$work/port")"
+# shellcheck source=scripts/bench/lib.sh
+source "$here/lib.sh"
+bench_init idle-agent
+start_emulator
 
 # A group of one, as in production: the emulator launches the instance, which goes InService
 # (no launch hook), so IMDS answers target-lifecycle-state InService like a real member.
@@ -143,6 +97,7 @@ EOF
 
 "$bin" --config "$work/agent.toml" run </dev/null >"$work/agent.log" 2>&1 &
 agent_pid=$!
+bench_track "$agent_pid"
 for _ in $(seq 300); do
     grep -q '"lifeguard-agent watching"' "$work/agent.log" && break
     if ! alive "$agent_pid"; then

@@ -84,56 +84,10 @@ if [[ ! -x "$bin" ]]; then
     exit 1
 fi
 
-venv="$("$repo/tests/emulator/setup.sh")"
-py="$venv/bin/python"
-export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
-unset AWS_PROFILE AWS_SESSION_TOKEN RUST_LOG
-# Static credentials above; keep boto3 and the controller from probing a real metadata service.
-export AWS_EC2_METADATA_DISABLED=true
-
-work="$(mktemp -d "${TMPDIR:-/tmp}/lifeguard-scale-in.XXXXXX")"
-emulator_pid=""
-controller_pid=""
-cleanup() {
-    local pid
-    for pid in "$controller_pid" "$emulator_pid"; do
-        if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null || true
-            wait "$pid" 2>/dev/null || true
-        fi
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Whether a child of this shell still runs: kill -0 also succeeds on an exited child that
-# has not been waited for yet (a zombie), so look at its state instead.
-alive() {
-    local stat
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    stat="${stat##*) }"
-    [[ "${stat:0:1}" != Z ]]
-}
-
-# run.sh execs the interpreter, so $! is the emulator process itself (its CPU is read below).
-"$repo/tests/emulator/run.sh" --host 127.0.0.1 --port 0 --port-file "$work/port" \
-    >"$work/emulator.log" 2>&1 &
-emulator_pid=$!
-for _ in $(seq 600); do
-    [[ -s "$work/port" ]] && break
-    if ! alive "$emulator_pid"; then
-        echo "scale-in: the emulator did not start:" >&2
-        cat "$work/emulator.log" >&2
-        exit 1
-    fi
-    sleep 0.1
-done
-if [[ ! -s "$work/port" ]]; then
-    echo "scale-in: the emulator did not report its port within 60 s" >&2
-    exit 1
-fi
-endpoint="http://127.0.0.1:$(cat "$work/port")"
+# shellcheck source=scripts/bench/lib.sh
+source "$here/lib.sh"
+bench_init scale-in
+start_emulator
 export BENCH_ENDPOINT="$endpoint" BENCH_SIZE="$size" BENCH_HEARTBEAT="$heartbeat" BENCH_WORK="$work"
 
 # Shared by the helpers below: clients for the emulator and its control API.
@@ -259,6 +213,7 @@ EOF
 LIFEGUARD_REPLICA_ID=bench "$bin" --config "$work/controller.toml" run </dev/null \
     >"$work/controller.log" 2>&1 &
 controller_pid=$!
+bench_track "$controller_pid"
 ready=false
 for _ in $(seq 300); do
     if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$http_port/readyz" 2>/dev/null; then

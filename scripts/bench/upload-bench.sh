@@ -76,52 +76,10 @@ if [[ ! -x "$bin" ]]; then
     exit 1
 fi
 
-venv="$("$repo/tests/emulator/setup.sh")"
-py="$venv/bin/python"
-export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
-unset AWS_PROFILE AWS_SESSION_TOKEN
-# Static credentials above; keep boto3 and the agent from probing a real metadata service.
-export AWS_EC2_METADATA_DISABLED=true
-
-work="$(mktemp -d "${TMPDIR:-/tmp}/lifeguard-upload-bench.XXXXXX")"
-emulator_pid=""
-cleanup() {
-    if [[ -n "$emulator_pid" ]] && kill -0 "$emulator_pid" 2>/dev/null; then
-        kill -TERM "$emulator_pid" 2>/dev/null || true
-        wait "$emulator_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Whether a child of this shell still runs: kill -0 also succeeds on an exited child that
-# has not been waited for yet (a zombie), so look at its state instead.
-alive() {
-    local stat
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    stat="${stat##*) }"
-    [[ "${stat:0:1}" != Z ]]
-}
-
-# run.sh execs the interpreter, so $! is the emulator process itself (its CPU is read below).
-"$repo/tests/emulator/run.sh" --host 127.0.0.1 --port 0 --port-file "$work/port" \
-    >"$work/emulator.log" 2>&1 &
-emulator_pid=$!
-for _ in $(seq 600); do
-    [[ -s "$work/port" ]] && break
-    if ! alive "$emulator_pid"; then
-        echo "upload-bench: the emulator did not start:" >&2
-        cat "$work/emulator.log" >&2
-        exit 1
-    fi
-    sleep 0.1
-done
-if [[ ! -s "$work/port" ]]; then
-    echo "upload-bench: the emulator did not report its port within 60 s" >&2
-    exit 1
-fi
-endpoint="http://127.0.0.1:$(cat "$work/port")"
+# shellcheck source=scripts/bench/lib.sh
+source "$here/lib.sh"
+bench_init upload-bench
+start_emulator
 bucket=bench-logs
 export BENCH_ENDPOINT="$endpoint" BENCH_BUCKET="$bucket"
 
