@@ -217,3 +217,41 @@ async fn a_killed_controller_rebuilds_its_watch_and_keeps_the_action_alive() {
     let took = row["duration_secs"].as_i64().unwrap();
     assert!((16..26).contains(&took), "{row}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_delays_a_completion_but_never_loses_it() {
+    let scene = scene(1, 60, &[]).await;
+    let stage = &scene.stage;
+    let victim = stage.instances[0].clone();
+    let controller = scene.start_controller(
+        "ctl",
+        "agent_grace_secs = 3\nfallback_result = \"CONTINUE\"",
+    );
+    controller.wait_ready().await;
+    // More throttled answers than the SDK's attempts per call (3): the controller's own retry
+    // has to carry the completion through.
+    stage
+        .emulator
+        .control_post(
+            "faults",
+            serde_json::json!({"service": "autoscaling", "action": "CompleteLifecycleAction",
+                               "mode": "throttle", "count": 4}),
+        )
+        .await;
+
+    stage.terminate(&victim).await;
+    stage.wait_terminated(&victim, WAIT).await;
+
+    let completions = stage.completions(&victim).await;
+    let statuses: Vec<u64> = completions.iter().map(|(status, _)| *status).collect();
+    assert_eq!(statuses, [400, 400, 400, 400, 200], "{completions:?}");
+    assert!(completions.iter().all(|(_, result)| result == "CONTINUE"));
+    let throttled = controller
+        .metric("lifeguard_lifecycle_api_errors_total{operation=\"CompleteLifecycleAction\",code=\"Throttling\"}")
+        .await;
+    assert_eq!(throttled, 1.0);
+    let status = controller.status();
+    let row = row(&status, &victim);
+    assert_eq!(row["outcome"], "CONTINUE", "{row}");
+    assert_eq!(row["ended_by"], "controller", "{row}");
+}

@@ -23,7 +23,9 @@ async fn terminate_event(scene: &Scene, instance_id: &str, group: &str) -> Strin
         "detail-type": "EC2 Instance-terminate Lifecycle Action",
         "source": "aws.autoscaling",
         "account": ACCOUNT,
-        "time": "2026-11-22T10:00:00Z",
+        // As Auto Scaling stamps it: when the action started (the controller counts the grace
+        // from the earliest time it is told).
+        "time": action["started"],
         "region": REGION,
         "resources": [format!("arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:x:autoScalingGroupName/{group}")],
         "detail": {
