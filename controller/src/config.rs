@@ -13,7 +13,7 @@ pub use lifeguard_common::logging::{LogConfig, LogFormat};
 use lifeguard_common::message::LifecycleResult;
 use serde::Deserialize;
 
-use crate::watch::GroupPolicy;
+use crate::watch::{AgentlessArchive, GroupPolicy};
 
 pub const DEFAULT_PATH: &str = "/etc/lifeguard/controller.toml";
 
@@ -134,6 +134,9 @@ pub struct PolicyConfig {
     /// Time allowed for the agentless archive (default 300).
     #[serde(default)]
     pub agentless_archive_timeout_secs: Option<u64>,
+    /// What the agentless archive takes (default `["/var/log"]`).
+    #[serde(default)]
+    pub agentless_archive_paths: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -319,15 +322,43 @@ fn check_policy(policy: &PolicyConfig) -> Result<(), String> {
     if policy.report_silence_secs == Some(0) {
         return Err("report_silence_secs must be at least 1".into());
     }
-    if policy.archive_bucket.is_some() {
-        // Refused rather than ignored: an operator who sets it expects logs archived before
-        // the fallback, and this version cannot do that yet.
-        return Err(
-            "archive_bucket: the agentless archive through SSM Run Command is not available in this version"
-                .into(),
-        );
+    if policy
+        .archive_bucket
+        .as_deref()
+        .is_some_and(|b| b.trim().is_empty())
+    {
+        return Err("archive_bucket is empty".into());
+    }
+    if let Some(bucket) = &policy.archive_bucket
+        && !bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+    {
+        return Err(format!(
+            "archive_bucket: {bucket:?} is not an S3 bucket name"
+        ));
+    }
+    if let Some(paths) = &policy.agentless_archive_paths {
+        // The paths travel in a shell command on the instance: absolute, and nothing a shell
+        // would read as more than a path.
+        if paths.is_empty() {
+            return Err("agentless_archive_paths is empty".into());
+        }
+        if let Some(bad) = paths.iter().find(|p| !is_plain_path(p)) {
+            return Err(format!(
+                "agentless_archive_paths: {bad:?} is not an absolute path of letters, digits and ._-/"
+            ));
+        }
     }
     Ok(())
+}
+
+fn is_plain_path(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.contains("..")
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
 }
 
 impl PolicyConfig {
@@ -344,7 +375,8 @@ impl PolicyConfig {
             report_silence_secs,
             heartbeat_while_waiting,
             archive_bucket,
-            agentless_archive_timeout_secs
+            agentless_archive_timeout_secs,
+            agentless_archive_paths
         );
     }
 
@@ -357,7 +389,12 @@ impl PolicyConfig {
             agent_grace: Duration::from_secs(self.agent_grace_secs.unwrap_or(60)),
             report_silence: Duration::from_secs(self.report_silence_secs.unwrap_or(180)),
             heartbeat_while_waiting: self.heartbeat_while_waiting.unwrap_or(true),
-            agentless_archive: self.archive_bucket.is_some(),
+            agentless_archive: self.archive_bucket.map(|bucket| AgentlessArchive {
+                bucket,
+                paths: self
+                    .agentless_archive_paths
+                    .unwrap_or_else(|| vec!["/var/log".to_string()]),
+            }),
             agentless_archive_timeout: Duration::from_secs(
                 self.agentless_archive_timeout_secs.unwrap_or(300),
             ),
@@ -418,16 +455,12 @@ pub fn policy_from_tags(tags: &HashMap<String, String>) -> Result<PolicyConfig, 
         agent_grace_secs: seconds(POLICY_TAGS[2])?,
         report_silence_secs: seconds(POLICY_TAGS[3])?,
         heartbeat_while_waiting: flag(POLICY_TAGS[4])?,
-        archive_bucket: match tags.get(POLICY_TAGS[5]) {
-            None => None,
-            Some(_) => {
-                return Err(format!(
-                    "tag {}: the agentless archive through SSM Run Command is not available in this version",
-                    POLICY_TAGS[5]
-                ));
-            }
-        },
+        archive_bucket: tags
+            .get(POLICY_TAGS[5])
+            .map(|b| b.trim().to_string())
+            .filter(|b| !b.is_empty()),
         agentless_archive_timeout_secs: seconds(POLICY_TAGS[6])?,
+        agentless_archive_paths: None,
     })
 }
 

@@ -72,6 +72,22 @@ pub struct MarkedInstance {
     pub marks: Marks,
 }
 
+/// How an agentless archive's command stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveState {
+    Running,
+    Ended { succeeded: bool, status: String },
+}
+
+/// An agentless archive to run on an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveCommand {
+    pub bucket: String,
+    pub key: String,
+    pub paths: Vec<String>,
+    pub timeout: std::time::Duration,
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{operation} {subject}: {message}")]
 pub struct FleetError {
@@ -122,6 +138,20 @@ pub trait Fleet: Send + Sync + 'static {
         instance_id: &str,
         tags: &[(&'static str, String)],
     ) -> impl Future<Output = Result<(), FleetError>> + Send;
+
+    /// Sends the agentless archive to the instance (SSM Run Command); the command id.
+    fn start_archive(
+        &self,
+        instance_id: &str,
+        archive: &ArchiveCommand,
+    ) -> impl Future<Output = Result<String, FleetError>> + Send;
+
+    /// Where the archive's command on the instance stands.
+    fn archive_state(
+        &self,
+        instance_id: &str,
+        command_id: &str,
+    ) -> impl Future<Output = Result<ArchiveState, FleetError>> + Send;
 
     /// Instances carrying an action mark, of one group or all.
     fn marked_instances(

@@ -20,8 +20,10 @@ pub const HEARTBEAT: &str = "lifeguard:drain:heartbeat";
 pub const TAKEOVER: &str = "lifeguard:drain:takeover";
 /// `result by at`: how the action ended, and who ended it.
 pub const OUTCOME: &str = "lifeguard:drain:outcome";
+/// `command-id at`: the agentless archive's SSM command, and when it was sent.
+pub const ARCHIVE: &str = "lifeguard:drain:archive";
 
-pub const ALL: [&str; 5] = [ACTION, AGENT, HEARTBEAT, TAKEOVER, OUTCOME];
+pub const ALL: [&str; 6] = [ACTION, AGENT, HEARTBEAT, TAKEOVER, OUTCOME, ARCHIVE];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionMark {
@@ -78,6 +80,12 @@ pub struct OutcomeMark {
     pub at: OffsetDateTime,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveMark {
+    pub command_id: String,
+    pub at: OffsetDateTime,
+}
+
 /// Every mark an instance carries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Marks {
@@ -86,6 +94,7 @@ pub struct Marks {
     pub heartbeat: Option<OffsetDateTime>,
     pub takeover: Option<TakeoverMark>,
     pub outcome: Option<OutcomeMark>,
+    pub archive: Option<ArchiveMark>,
 }
 
 pub fn format_time(at: OffsetDateTime) -> String {
@@ -156,12 +165,20 @@ impl Marks {
             }
             _ => None,
         };
+        let archive = match words(ARCHIVE).as_slice() {
+            [command_id, at] => parse_time(at).map(|at| ArchiveMark {
+                command_id: (*command_id).to_string(),
+                at,
+            }),
+            _ => None,
+        };
         Marks {
             action,
             agent,
             heartbeat,
             takeover,
             outcome,
+            archive,
         }
     }
 }
@@ -201,6 +218,10 @@ pub fn heartbeat_tag(at: OffsetDateTime) -> (&'static str, String) {
 
 pub fn takeover_tag(replica: &str, at: OffsetDateTime) -> (&'static str, String) {
     (TAKEOVER, format!("{replica} {}", format_time(at)))
+}
+
+pub fn archive_tag(command_id: &str, at: OffsetDateTime) -> (&'static str, String) {
+    (ARCHIVE, format!("{command_id} {}", format_time(at)))
 }
 
 pub fn outcome_tag(mark: &OutcomeMark) -> (&'static str, String) {
@@ -253,6 +274,10 @@ mod tests {
                 by: EndedBy::Agent,
                 at: AT,
             }),
+            archive: Some(ArchiveMark {
+                command_id: "0b5a8e7c-1d2f-4e3a-9b6c-7d8e9f0a1b2c".into(),
+                at: AT,
+            }),
         };
         let written = tags(&[
             action_tag(marks.action.as_ref().unwrap()),
@@ -260,6 +285,7 @@ mod tests {
             heartbeat_tag(marks.heartbeat.unwrap()),
             takeover_tag("ctl-a1b2", AT),
             outcome_tag(marks.outcome.as_ref().unwrap()),
+            archive_tag("0b5a8e7c-1d2f-4e3a-9b6c-7d8e9f0a1b2c", AT),
         ]);
         assert_eq!(written[AGENT], "drain_heartbeat 7 2026-11-22T10:00:30Z");
         assert_eq!(Marks::from_tags(&written), marks);

@@ -174,6 +174,7 @@ mod tests {
                     by,
                     at: AT + time::Duration::seconds(secs),
                 }),
+                archive: None,
             },
         }
     }

@@ -579,6 +579,12 @@ pub(crate) fn merge_marks(watch: &mut Watch, found: &Marks) {
     {
         watch.on_heartbeat_sent(heartbeat);
     }
+    if let Some(archive) = &found.archive
+        && archive.at >= began
+        && watch.takeover == Takeover::None
+    {
+        watch.takeover = Takeover::Archiving { since: archive.at };
+    }
 }
 
 fn report_transition(phase: ReportPhase) -> Transition {

@@ -32,9 +32,17 @@ pub struct GroupPolicy {
     /// Heartbeat on the agent's behalf while waiting for it or archiving without it.
     pub heartbeat_while_waiting: bool,
     /// Archive the logs through SSM Run Command before a fallback completion.
-    pub agentless_archive: bool,
+    pub agentless_archive: Option<AgentlessArchive>,
     /// Time allowed for the agentless archive before completing anyway.
     pub agentless_archive_timeout: Duration,
+}
+
+/// Where and what an agentless archive takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentlessArchive {
+    pub bucket: String,
+    /// Paths on the instance, given to `tar`.
+    pub paths: Vec<String>,
 }
 
 /// What the agent has said about this action.
@@ -200,7 +208,8 @@ pub fn decide(watch: &Watch, policy: &GroupPolicy, now: OffsetDateTime) -> Decis
     // The agent is absent or gone quiet: the controller takes over.
     match watch.takeover {
         Takeover::None
-            if policy.agentless_archive && watch.transition == Transition::Terminating =>
+            if policy.agentless_archive.is_some()
+                && watch.transition == Transition::Terminating =>
         {
             Decision::StartAgentlessArchive
         }

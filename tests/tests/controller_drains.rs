@@ -255,3 +255,74 @@ async fn throttling_delays_a_completion_but_never_loses_it() {
     assert_eq!(row["outcome"], "CONTINUE", "{row}");
     assert_eq!(row["ended_by"], "controller", "{row}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agentless_instance_gets_its_logs_archived_through_ssm_before_the_fallback() {
+    let scene = scene(
+        1,
+        60,
+        &[
+            ("lifeguard:archive-bucket", lifeguard_e2e::drain::BUCKET),
+            ("lifeguard:fallback-result", "CONTINUE"),
+        ],
+    )
+    .await;
+    let stage = &scene.stage;
+    let victim = stage.instances[0].clone();
+    let controller = scene.start_controller("ctl", "agent_grace_secs = 3");
+    controller.wait_ready().await;
+
+    stage.terminate(&victim).await;
+    stage.wait_terminated(&victim, WAIT).await;
+
+    // One Run Command, to that instance, taring the logs into the group's bucket. (The
+    // emulator records the command and reports it successful; it runs nothing.)
+    let sent = stage
+        .emulator
+        .calls("ssm", "SendCommand", Some(&victim))
+        .await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let params = &sent[0]["params"];
+    assert_eq!(params["DocumentName"], "AWS-RunShellScript");
+    assert_eq!(params["InstanceIds"], serde_json::json!([victim]));
+    let script = params["Parameters"]["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(script.contains("tar czf"), "{script}");
+    assert!(script.contains("/var/log"), "{script}");
+    assert!(
+        script.contains(&format!(
+            "s3://{}/lifeguard/web/{victim}/",
+            lifeguard_e2e::drain::BUCKET
+        )),
+        "{script}"
+    );
+    // Followed to its end, then the fallback, once, after it.
+    let looked = stage
+        .emulator
+        .calls("ssm", "GetCommandInvocation", Some(&victim))
+        .await;
+    assert!(!looked.is_empty());
+    let completions = stage
+        .emulator
+        .calls("autoscaling", "CompleteLifecycleAction", Some(&victim))
+        .await;
+    assert_eq!(completions.len(), 1, "{completions:?}");
+    assert_eq!(
+        completions[0]["params"]["LifecycleActionResult"],
+        "CONTINUE"
+    );
+    assert!(completions[0]["seq"].as_u64() > looked[0]["seq"].as_u64());
+    let status = controller.status();
+    let row = row(&status, &victim);
+    assert_eq!(row["ended_by"], "controller", "{row}");
+    let log = controller.process.log();
+    assert!(
+        log.contains("archiving the logs through SSM Run Command"),
+        "{log}"
+    );
+}

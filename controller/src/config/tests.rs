@@ -29,7 +29,7 @@ fn the_minimal_file_takes_every_default() {
     assert_eq!(policy.fallback_result, LifecycleResult::Abandon);
     assert_eq!(policy.agent_grace, Duration::from_secs(60));
     assert!(policy.heartbeat_while_waiting);
-    assert!(!policy.agentless_archive);
+    assert!(policy.agentless_archive.is_none());
 }
 
 #[test]
@@ -101,7 +101,7 @@ fn a_group_policy_layers_defaults_override_and_tags() {
     assert_eq!(tagged.agent_grace, Duration::from_secs(90));
     let other = config.policy_for("api", &HashMap::new()).unwrap();
     assert_eq!(other.agent_grace, Duration::from_secs(30));
-    assert!(!other.agentless_archive);
+    assert!(other.agentless_archive.is_none());
 }
 
 #[test]
@@ -128,16 +128,28 @@ fn managed_groups_by_tag_or_name() {
 }
 
 #[test]
-fn the_agentless_archive_is_refused_until_it_exists() {
-    let error = parse(&format!(
-        "{MINIMAL}[groups.override.web]\narchive_bucket = \"logs\"\n"
+fn the_agentless_archive_takes_a_bucket_and_plain_paths() {
+    let config = parse(&format!(
+        "{MINIMAL}[groups.override.web]\narchive_bucket = \"logs\"\nagentless_archive_paths = [\"/var/log/app\", \"/srv/log\"]\n"
     ))
-    .unwrap_err();
-    assert!(error.contains("groups.override.web"), "{error}");
-    assert!(error.contains("not available"), "{error}");
-    let config = parse(MINIMAL).unwrap();
-    let error = config
-        .policy_for("web", &tags(&[("lifeguard:archive-bucket", "logs")]))
+    .unwrap();
+    let web = config.policy_for("web", &HashMap::new()).unwrap();
+    let archive = web.agentless_archive.unwrap();
+    assert_eq!(archive.bucket, "logs");
+    assert_eq!(archive.paths, ["/var/log/app", "/srv/log"]);
+    let tagged = config
+        .policy_for("api", &tags(&[("lifeguard:archive-bucket", "other-logs")]))
+        .unwrap();
+    assert_eq!(
+        tagged.agentless_archive.unwrap().paths,
+        ["/var/log"],
+        "the default paths"
+    );
+    for bad in ["\"var/log\"", "\"/var/log; rm -rf /\"", "\"/var/../etc\""] {
+        let error = parse(&format!(
+            "{MINIMAL}[groups.defaults]\narchive_bucket = \"logs\"\nagentless_archive_paths = [{bad}]\n"
+        ))
         .unwrap_err();
-    assert!(error.contains("lifeguard:archive-bucket"), "{error}");
+        assert!(error.contains("agentless_archive_paths"), "{error}");
+    }
 }

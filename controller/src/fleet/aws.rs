@@ -12,7 +12,8 @@ use lifeguard_common::lifecycle::AwsAutoScaling;
 use lifeguard_common::message::Transition;
 
 use super::{
-    AutoScaling, DESCRIBE_BATCH, Fleet, FleetError, GroupView, InstanceState, MarkedInstance,
+    ArchiveCommand, ArchiveState, AutoScaling, DESCRIBE_BATCH, Fleet, FleetError, GroupView,
+    InstanceState, MarkedInstance,
 };
 use crate::marks::{self, Marks};
 
@@ -24,15 +25,18 @@ const TAG_FILTER_BATCH: usize = 200;
 pub struct AwsFleet {
     autoscaling: aws_sdk_autoscaling::Client,
     ec2: aws_sdk_ec2::Client,
+    ssm: aws_sdk_ssm::Client,
     lifecycle: AwsAutoScaling,
 }
 
 impl AwsFleet {
-    pub fn new(autoscaling: aws_sdk_autoscaling::Client, ec2: aws_sdk_ec2::Client) -> Self {
+    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+        let autoscaling = aws_sdk_autoscaling::Client::new(sdk);
         AwsFleet {
             lifecycle: AwsAutoScaling::new(autoscaling.clone()),
             autoscaling,
-            ec2,
+            ec2: aws_sdk_ec2::Client::new(sdk),
+            ssm: aws_sdk_ssm::Client::new(sdk),
         }
     }
 
@@ -135,6 +139,25 @@ where
             .map(str::to_string),
         message: DisplayErrorContext(error).to_string(),
     }
+}
+
+/// The shell lines SSM runs on the instance: tar the paths (unreadable files skipped, files that
+/// changed while read kept), copy the file to S3 with the AWS CLI, remove it, and exit with the
+/// failing step's status. Paths and key are checked plain by the configuration.
+fn archive_script(archive: &ArchiveCommand) -> Vec<String> {
+    vec![
+        "f=$(mktemp /tmp/lifeguard-archive.XXXXXX)".to_string(),
+        format!(
+            "tar czf \"$f\" --ignore-failed-read --warning=no-file-changed {} ; rc=$?",
+            archive.paths.join(" ")
+        ),
+        format!(
+            "if [ $rc -le 1 ]; then aws s3 cp --only-show-errors \"$f\" 's3://{}/{}'; rc=$?; fi",
+            archive.bucket, archive.key
+        ),
+        "rm -f \"$f\"".to_string(),
+        "exit $rc".to_string(),
+    ]
 }
 
 fn ids_subject(ids: &[String]) -> String {
@@ -271,6 +294,72 @@ impl Fleet for AwsFleet {
             .await
             .map_err(|e| fleet_error("CreateTags", instance_id, &e))?;
         Ok(())
+    }
+
+    async fn start_archive(
+        &self,
+        instance_id: &str,
+        archive: &ArchiveCommand,
+    ) -> Result<String, FleetError> {
+        let timeout = archive.timeout.as_secs().max(30);
+        let sent = self
+            .ssm
+            .send_command()
+            .document_name("AWS-RunShellScript")
+            .instance_ids(instance_id)
+            .comment("lifeguard agentless archive")
+            .timeout_seconds(i32::try_from(timeout).unwrap_or(i32::MAX))
+            .parameters("commands", archive_script(archive))
+            .parameters("executionTimeout", vec![timeout.to_string()])
+            .send()
+            .await
+            .map_err(|e| fleet_error("SendCommand", instance_id, &e))?;
+        sent.command()
+            .and_then(|c| c.command_id())
+            .map(str::to_string)
+            .ok_or_else(|| FleetError {
+                operation: "SendCommand",
+                subject: instance_id.to_string(),
+                message: "no command id in the answer".into(),
+                transient: true,
+                code: None,
+            })
+    }
+
+    async fn archive_state(
+        &self,
+        instance_id: &str,
+        command_id: &str,
+    ) -> Result<ArchiveState, FleetError> {
+        let answer = self
+            .ssm
+            .get_command_invocation()
+            .command_id(command_id)
+            .instance_id(instance_id)
+            .send()
+            .await;
+        let invocation = match answer {
+            Ok(invocation) => invocation,
+            // Right after SendCommand the invocation may not exist yet.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_invocation_does_not_exist()) =>
+            {
+                return Ok(ArchiveState::Running);
+            }
+            Err(e) => return Err(fleet_error("GetCommandInvocation", instance_id, &e)),
+        };
+        let status = invocation
+            .status()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default();
+        Ok(match status.as_str() {
+            "Pending" | "InProgress" | "Delayed" | "" => ArchiveState::Running,
+            _ => ArchiveState::Ended {
+                succeeded: status == "Success",
+                status,
+            },
+        })
     }
 
     async fn marked_instances(

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{Entry, Tracker, merge_marks, now, std_to_time};
-use crate::fleet::{AutoScaling, Completion, Fleet};
+use crate::fleet::{ArchiveCommand, ArchiveState, AutoScaling, Completion, Fleet};
 use crate::marks::{self, EndedBy, Marks, OutcomeMark};
 use crate::watch::{AgentState, Decision, Takeover, decide};
 
@@ -29,6 +29,15 @@ const ROUND: usize = 500;
 const PARALLEL: usize = 16;
 /// Retry delay after a failed look or call.
 const RETRY_AFTER: Duration = Duration::from_secs(3);
+/// How often a running agentless archive is looked at.
+const ARCHIVE_POLL: Duration = Duration::from_secs(5);
+
+/// What a replica takes an action over for.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Archive,
+    Complete(LifecycleResult),
+}
 
 impl<F: Fleet> Tracker<F> {
     /// Acts on due actions until `shutdown`.
@@ -92,12 +101,20 @@ impl<F: Fleet> Tracker<F> {
             }
             merge_marks(&mut entry.watch, &marks);
             entry.watch.seen_waiting(at);
+            if let (Takeover::Archiving { .. }, Some(archive)) =
+                (entry.watch.takeover, &marks.archive)
+            {
+                self.follow_archive(&mut entry, &archive.command_id).await;
+            }
             let decision = decide(&entry.watch, &entry.policy, at);
             tracing::debug!(instance_id = %id, ?decision, agent = ?entry.watch.agent,
                 last_heartbeat_at = ?entry.watch.last_heartbeat_at, "decided");
             match decision {
                 Decision::WaitUntil(when) => {
-                    entry.due = when;
+                    entry.due = match entry.watch.takeover {
+                        Takeover::Archiving { .. } => when.min(at + std_to_time(ARCHIVE_POLL)),
+                        _ => when,
+                    };
                     self.update(entry);
                 }
                 Decision::Forget => {
@@ -105,13 +122,10 @@ impl<F: Fleet> Tracker<F> {
                     self.forget(&id);
                 }
                 Decision::Heartbeat => heartbeats.push(entry),
-                Decision::Complete(result) => takeovers.push((entry, result, marks)),
-                Decision::StartAgentlessArchive => {
-                    // Configuration refuses archive_bucket until the SSM archive exists, so
-                    // this is not reached; completing keeps the action from hanging if it is.
-                    let result = entry.policy.fallback_result;
-                    takeovers.push((entry, result, marks));
+                Decision::Complete(result) => {
+                    takeovers.push((entry, Step::Complete(result), marks))
                 }
+                Decision::StartAgentlessArchive => takeovers.push((entry, Step::Archive, marks)),
             }
         }
         self.send_heartbeats(heartbeats).await;
@@ -159,7 +173,7 @@ impl<F: Fleet> Tracker<F> {
     }
 
     /// Claims, confirms the claims, and completes the actions whose claims stand.
-    async fn take_over(self: &Arc<Self>, candidates: Vec<(Entry, LifecycleResult, Marks)>) {
+    async fn take_over(self: &Arc<Self>, candidates: Vec<(Entry, Step, Marks)>) {
         if candidates.is_empty() {
             return;
         }
@@ -216,7 +230,7 @@ impl<F: Fleet> Tracker<F> {
                 return;
             }
         };
-        let ours: Vec<(Entry, LifecycleResult)> = marked
+        let ours: Vec<(Entry, Step)> = marked
             .into_iter()
             .filter_map(|(mut entry, result)| {
                 let claim = confirmed
@@ -233,11 +247,87 @@ impl<F: Fleet> Tracker<F> {
                 }
             })
             .collect();
-        self.for_each(ours, |this, (entry, result)| async move {
-            this.complete(entry, result).await;
+        self.for_each(ours, |this, (entry, step)| async move {
+            match step {
+                Step::Complete(result) => this.complete(entry, result).await,
+                Step::Archive => this.start_archive(entry).await,
+            }
             Some(())
         })
         .await;
+    }
+
+    /// Sends the agentless archive; the action is completed once it ends or runs out of time.
+    async fn start_archive(self: &Arc<Self>, mut entry: Entry) {
+        let Some(archive) = entry.policy.agentless_archive.clone() else {
+            return;
+        };
+        let at = now();
+        let w = &entry.watch;
+        let group: String = w
+            .asg
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let stamp = marks::format_time(at).replace([':', '-'], "");
+        let command = ArchiveCommand {
+            bucket: archive.bucket,
+            key: format!(
+                "lifeguard/{group}/{}/{stamp}-agentless.tar.gz",
+                w.instance_id
+            ),
+            paths: archive.paths,
+            timeout: entry.policy.agentless_archive_timeout,
+        };
+        match self.fleet.start_archive(&w.instance_id, &command).await {
+            Ok(command_id) => {
+                tracing::warn!(instance_id = %w.instance_id, asg = %w.asg, %command_id,
+                    bucket = %command.bucket, key = %command.key,
+                    "no agent: archiving the logs through SSM Run Command before the fallback");
+                if let Err(error) = self
+                    .fleet
+                    .set_marks(&w.instance_id, &[marks::archive_tag(&command_id, at)])
+                    .await
+                {
+                    tracing::warn!(%error, "agentless archive not marked");
+                }
+                entry.watch.takeover = Takeover::Archiving { since: at };
+                entry.due = at + std_to_time(ARCHIVE_POLL);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "agentless archive not started; trying again shortly");
+                self.metrics
+                    .api_error(error.operation, error.code.as_deref());
+                entry.due = at + std_to_time(RETRY_AFTER);
+            }
+        }
+        self.update(entry);
+    }
+
+    /// Looks at a running agentless archive; marks the takeover archived once it ended.
+    async fn follow_archive(&self, entry: &mut Entry, command_id: &str) {
+        let id = entry.watch.instance_id.clone();
+        match self.fleet.archive_state(&id, command_id).await {
+            Ok(ArchiveState::Running) => {}
+            Ok(ArchiveState::Ended { succeeded, status }) => {
+                if succeeded {
+                    tracing::info!(instance_id = %id, %command_id, "agentless archive done");
+                } else {
+                    tracing::warn!(instance_id = %id, %command_id, %status,
+                        "agentless archive ended without success; completing anyway");
+                }
+                entry.watch.takeover = Takeover::Archived;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "agentless archive not looked at; its timeout still applies");
+            }
+        }
     }
 
     async fn complete(self: &Arc<Self>, mut entry: Entry, result: LifecycleResult) {

@@ -173,6 +173,29 @@ impl Fleet for FakeFleet {
         Ok(())
     }
 
+    async fn start_archive(
+        &self,
+        id: &str,
+        archive: &crate::fleet::ArchiveCommand,
+    ) -> Result<String, FleetError> {
+        self.calls.lock().unwrap().push(format!(
+            "archive {id} s3://{}/{}",
+            archive.bucket, archive.key
+        ));
+        Ok(format!("cmd-{id}"))
+    }
+
+    async fn archive_state(
+        &self,
+        _id: &str,
+        _command_id: &str,
+    ) -> Result<crate::fleet::ArchiveState, FleetError> {
+        Ok(crate::fleet::ArchiveState::Ended {
+            succeeded: true,
+            status: "Success".into(),
+        })
+    }
+
     async fn marked_instances(
         &self,
         _group: Option<&str>,
@@ -360,4 +383,33 @@ async fn a_stale_listing_does_not_revive_an_action_just_completed() {
         marked.action.unwrap().began_at < outcome.at,
         "no new action mark"
     );
+}
+
+#[tokio::test]
+async fn a_silent_agents_logs_are_archived_once_before_the_fallback() {
+    let fleet = FakeFleet::waiting(&["i-1"]);
+    began(&fleet, "i-1", 600);
+    let defaults =
+        "agent_grace_secs = 60\nfallback_result = \"CONTINUE\"\narchive_bucket = \"fleet-logs\"";
+    let a = replica(&fleet, "a", defaults);
+    let b = replica(&fleet, "b", defaults);
+    a.reconcile().await.unwrap();
+    b.reconcile().await.unwrap();
+    tokio::join!(a.round(), b.round());
+    let archives = fleet.calls("archive");
+    assert_eq!(archives.len(), 1, "{archives:?}");
+    assert!(
+        archives[0].starts_with("archive i-1 s3://fleet-logs/lifeguard/web/i-1/"),
+        "{archives:?}"
+    );
+    assert!(
+        fleet.calls("complete").is_empty(),
+        "not before the archive ended"
+    );
+    // The next looks see the archive ended and complete, once.
+    a.make_due(&["i-1".to_string()], now());
+    b.make_due(&["i-1".to_string()], now());
+    tokio::join!(a.round(), b.round());
+    assert_eq!(fleet.calls("complete"), ["complete i-1 CONTINUE"]);
+    assert_eq!(fleet.calls("archive").len(), 1);
 }

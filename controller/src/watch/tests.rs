@@ -19,7 +19,7 @@ fn policy() -> GroupPolicy {
         agent_grace: secs(60),
         report_silence: secs(120),
         heartbeat_while_waiting: true,
-        agentless_archive: false,
+        agentless_archive: None,
         agentless_archive_timeout: secs(300),
     }
 }
@@ -152,7 +152,10 @@ fn no_heartbeat_can_outlast_the_global_timeout() {
 #[test]
 fn the_agentless_archive_comes_before_the_fallback_for_terminations() {
     let mut policy = policy();
-    policy.agentless_archive = true;
+    policy.agentless_archive = Some(AgentlessArchive {
+        bucket: "logs".into(),
+        paths: vec!["/var/log".into()],
+    });
     let mut watch = terminate(300);
     assert_eq!(
         decide(&watch, &policy, at(60)),
@@ -184,7 +187,10 @@ fn the_agentless_archive_comes_before_the_fallback_for_terminations() {
 #[test]
 fn launches_fall_back_to_their_own_result_without_an_archive() {
     let mut policy = policy();
-    policy.agentless_archive = true;
+    policy.agentless_archive = Some(AgentlessArchive {
+        bucket: "logs".into(),
+        paths: vec!["/var/log".into()],
+    });
     let mut watch = terminate(300);
     watch.transition = Transition::Launching;
     // No heartbeats for a launch, and no fallback before its deadline (300 s, less 50 s).
