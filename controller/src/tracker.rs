@@ -459,7 +459,12 @@ impl<F: Fleet> Tracker<F> {
         if let Some(outcome) = outcome {
             self.metrics
                 .record_outcome(&outcome, action_began.map(|b| at - b));
-            self.forget(id);
+            // A launch reported ready stays watched until it is seen to have left
+            // `Pending:Wait`, so a completion of the agent's that did not get through is
+            // carried through; every other end is the agent's to finish.
+            if report.phase != ReportPhase::LaunchReady {
+                self.forget(id);
+            }
         } else if !known
             && found
                 .outcome

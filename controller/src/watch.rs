@@ -164,10 +164,17 @@ pub fn decide(watch: &Watch, policy: &GroupPolicy, now: OffsetDateTime) -> Decis
     if let Takeover::Completed { .. } = watch.takeover {
         return Decision::Forget;
     }
-    if let AgentState::Finished { .. } = watch.agent {
+    if let AgentState::Finished { result, .. } = watch.agent {
         // The agent completes the action itself; a failed drain was completed by it too (with
-        // ABANDON if a step said so), or left to the hook's default result.
-        return Decision::Forget;
+        // ABANDON if a step said so), or left to the hook's default result. A launch the agent
+        // reported ready but that still waits (its own completion did not get through) is
+        // completed with CONTINUE here; "no active lifecycle action" then just means it did.
+        return match (watch.transition, result) {
+            (Transition::Launching, Some(result)) if now < watch.expires_at() => {
+                Decision::Complete(result)
+            }
+            _ => Decision::Forget,
+        };
     }
     if now >= watch.expires_at() {
         // Too late for anything: Auto Scaling has applied the hook's default result.

@@ -334,8 +334,13 @@ impl<F: Fleet> Tracker<F> {
         let w = &entry.watch;
         let why = match w.agent {
             AgentState::Silent => "no report from the agent",
-            _ => "the agent's reports stopped",
+            AgentState::Reporting { .. } => "the agent's reports stopped",
+            AgentState::Finished { .. } => {
+                "the agent reported ready; its completion did not get through"
+            }
         };
+        // Carrying an agent's own result through is not a takeover: its outcome is marked.
+        let fallback = !matches!(w.agent, AgentState::Finished { .. });
         match self
             .fleet
             .lifecycle()
@@ -351,15 +356,17 @@ impl<F: Fleet> Tracker<F> {
                     by: EndedBy::Controller,
                     at,
                 };
-                if let Err(error) = self
-                    .fleet
-                    .set_marks(&w.instance_id, &[marks::outcome_tag(&outcome)])
-                    .await
-                {
-                    tracing::warn!(%error, "outcome not marked");
+                if fallback {
+                    if let Err(error) = self
+                        .fleet
+                        .set_marks(&w.instance_id, &[marks::outcome_tag(&outcome)])
+                        .await
+                    {
+                        tracing::warn!(%error, "outcome not marked");
+                    }
+                    self.metrics.fallbacks.inc();
+                    self.metrics.record_outcome(&outcome, Some(at - w.began_at));
                 }
-                self.metrics.fallbacks.inc();
-                self.metrics.record_outcome(&outcome, Some(at - w.began_at));
                 entry.watch.takeover = Takeover::Completed { result };
                 self.forget(&entry.watch.instance_id);
             }

@@ -100,6 +100,10 @@ impl AutoScaling for FakeFleet {
                 states.insert(id.to_string(), "Terminating:Proceed".into());
                 Ok(Completion::Completed)
             }
+            Some("Pending:Wait") => {
+                states.insert(id.to_string(), "InService".into());
+                Ok(Completion::Completed)
+            }
             _ => Ok(Completion::NoActiveAction),
         }
     }
@@ -412,4 +416,36 @@ async fn a_silent_agents_logs_are_archived_once_before_the_fallback() {
     tokio::join!(a.round(), b.round());
     assert_eq!(fleet.calls("complete"), ["complete i-1 CONTINUE"]);
     assert_eq!(fleet.calls("archive").len(), 1);
+}
+
+#[tokio::test]
+async fn a_launch_reported_ready_but_still_waiting_is_completed_with_continue() {
+    let fleet = FakeFleet::waiting(&[]);
+    fleet
+        .states
+        .lock()
+        .unwrap()
+        .insert("i-1".into(), "Pending:Wait".into());
+    let tracker = replica(&fleet, "a", "agent_grace_secs = 60");
+    let hook = HookInfo {
+        name: "ready".into(),
+        transition: Transition::Launching,
+        heartbeat_timeout: Duration::from_secs(300),
+        global_timeout: Duration::from_secs(30000),
+        default_result: "ABANDON".into(),
+    };
+    let policy = tracker.config.policy_for(GROUP, &HashMap::new()).unwrap();
+    tracker.watch_action("i-1", GROUP, &hook, &policy, now(), &Marks::default());
+    tracker
+        .handle(&report("i-1", ReportPhase::LaunchReady, 1), &received())
+        .await;
+    tracker.round().await;
+    assert_eq!(fleet.calls("complete"), ["complete i-1 CONTINUE"]);
+    assert_eq!(tracker.health().watching, 0);
+    // Carried through for the agent: its outcome stays the agent's, not a fallback.
+    let outcome = Marks::from_tags(&fleet.tags.lock().unwrap()["i-1"])
+        .outcome
+        .unwrap();
+    assert_eq!(outcome.by, EndedBy::Agent);
+    assert_eq!(tracker.metrics.fallbacks.get(), 0);
 }

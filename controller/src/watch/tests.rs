@@ -202,8 +202,16 @@ fn launches_fall_back_to_their_own_result_without_an_archive() {
         decide(&watch, &policy, at(250)),
         Decision::Complete(LifecycleResult::Continue)
     );
+    // Reported ready but still waiting: its completion is carried through.
     watch.on_report(ReportPhase::LaunchReady, 1, at(30));
-    assert_eq!(decide(&watch, &policy, at(60)), Decision::Forget);
+    assert_eq!(
+        decide(&watch, &policy, at(60)),
+        Decision::Complete(LifecycleResult::Continue)
+    );
+    let mut failed = terminate(300);
+    failed.transition = Transition::Launching;
+    failed.on_report(ReportPhase::LaunchFailed, 1, at(30));
+    assert_eq!(decide(&failed, &policy, at(60)), Decision::Forget);
 }
 
 #[test]
