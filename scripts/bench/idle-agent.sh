@@ -162,19 +162,7 @@ url = f"{sys.argv[1]}/_lifeguard/calls?since={sys.argv[2]}&instance_id={sys.argv
 with urllib.request.urlopen(url) as a:
     print(json.dumps(json.load(a)["calls"]))' "$endpoint" "$seq0" "$instance_id")"
 
-kill -TERM "$agent_pid"
-exit_code=0
-for _ in $(seq 100); do
-    alive "$agent_pid" || break
-    sleep 0.1
-done
-if alive "$agent_pid"; then
-    echo "idle-agent: the agent did not exit within 10 s of SIGTERM" >&2
-    exit_code=timeout
-else
-    wait "$agent_pid" || exit_code=$?
-    agent_pid=""
-fi
+stop_child "$agent_pid" agent 10
 
 CLK_TCK="$(getconf CLK_TCK)" TICKS="$((ticks1 - ticks0))" T0="$t0" T1="$t1" THREADS="$threads" \
     CALLS="$calls_json" EXIT_CODE="$exit_code" LOAD_BEFORE="$load_before" LOAD_AFTER="$load_after" \

@@ -6,6 +6,8 @@
 #   bench_track PID      stop PID (SIGTERM, then wait) on exit, before the ones tracked earlier
 #   start_emulator       starts it, tracked; sets emulator_pid and endpoint
 #   alive PID            whether a child still runs (not a zombie)
+#   stop_child PID WHAT SECS
+#                        SIGTERM, then wait up to SECS; sets exit_code (its status, or "timeout")
 # Needs $repo (the repository root).
 
 bench_pids=()
@@ -69,4 +71,20 @@ start_emulator() {
         exit 1
     fi
     endpoint="http://127.0.0.1:$(cat "$work/port")"
+}
+
+stop_child() {
+    local pid="$1" what="$2" secs="$3" _
+    kill -TERM "$pid"
+    exit_code=0
+    for _ in $(seq "$((secs * 10))"); do
+        alive "$pid" || break
+        sleep 0.1
+    done
+    if alive "$pid"; then
+        echo "$bench_name: the $what did not exit within $secs s of SIGTERM" >&2
+        exit_code=timeout
+    else
+        wait "$pid" || exit_code=$?
+    fi
 }

@@ -413,19 +413,7 @@ if [[ "$run_ok" != true || ! -s "$work/run.json" ]]; then
 fi
 threads="$(awk '/^Threads:/ { print $2 }' "/proc/$controller_pid/status" 2>/dev/null || true)"
 
-kill -TERM "$controller_pid"
-exit_code=0
-for _ in $(seq 300); do
-    alive "$controller_pid" || break
-    sleep 0.1
-done
-if alive "$controller_pid"; then
-    echo "scale-in: the controller did not exit within 30 s of SIGTERM" >&2
-    exit_code=timeout
-else
-    wait "$controller_pid" || exit_code=$?
-    controller_pid=""
-fi
+stop_child "$controller_pid" controller 30
 
 N="$size" HEARTBEAT="$heartbeat" GRACE="$grace" CLK_TCK="$(getconf CLK_TCK)" NPROC="$(nproc)" \
     THREADS="$threads" EXIT_CODE="$exit_code" LOAD_BEFORE="$load_before" LOAD_AFTER="$load_after" \
