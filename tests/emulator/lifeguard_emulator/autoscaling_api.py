@@ -9,17 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from moto.autoscaling.exceptions import AutoscalingClientError, ValidationError
-from moto.autoscaling.models import ASG_NAME_TAG, InstanceState, LifecycleHook
+from moto.autoscaling.models import ASG_NAME_TAG, InstanceState
 from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import ActionResult, EmptyResult
 
-from . import notify
-from .hooks import find_state, global_timeout
-from .notify import LAUNCHING, TERMINATING
+from .hook_specs import put_hook, send_test_notification
+from .hooks import find_state
+from .notify import LAUNCHING
 from .state import emulator
 from .util import iso_seconds, new_uuid, naive_utc, utcnow
-
-MAX_HEARTBEAT = 7200
 
 
 class LifeguardAutoScalingResponse(AutoScalingResponse):
@@ -80,7 +78,7 @@ class LifeguardAutoScalingResponse(AutoScalingResponse):
         added = []
         try:
             for spec in specs:
-                added.append(put_hook(backend, name, spec, group=None))
+                added.append(put_hook(backend, name, spec)[0])
             result = super().create_auto_scaling_group()
         except Exception:
             for hook in added:
@@ -157,7 +155,7 @@ class LifeguardAutoScalingResponse(AutoScalingResponse):
         else:
             # Force delete: every instance is terminated at once, lifecycle hooks bypassed.
             states = list(group.instance_states)
-            emu.lifecycle.finish_termination(group, states)
+            emu.phases.finish_termination(group, states)
         emu.refresh.forget_group(backend, group.name)
         for key in [k for k, h in backend.lifecycle_hooks.items() if h.auto_scaling_group_name == group.name]:
             del backend.lifecycle_hooks[key]
@@ -192,11 +190,13 @@ class LifeguardAutoScalingResponse(AutoScalingResponse):
                         "Either set shouldDecrementDesiredCapacity flag to false or lower group's min size."
                     )
                 group.desired_capacity -= 1
-            emulator().lifecycle.begin_terminate(group, [state])
+            if group.desired_capacity != original:
+                cause += f", shrinking the capacity from {original} to {group.desired_capacity}."
+            else:
+                cause += "."
+            emulator().phases.begin_terminate(group, [state], cause)
             emulator().scaler.reconcile(group)
-        if group.desired_capacity != original:
-            cause += f", shrinking the capacity from {original} to {group.desired_capacity}."
-        else:
+        elif not cause.endswith("."):
             cause += "."
         return ActionResult({"Activity": activity(group, f"Terminating EC2 instance: {instance_id}", cause)})
 
@@ -212,7 +212,7 @@ class LifeguardAutoScalingResponse(AutoScalingResponse):
             )
         emu = emulator()
         for instance_id in ids:
-            emu.lifecycle.forget_instance(instance_id)
+            emu.phases.forget_instance(instance_id)
             rec = emu.records.get(instance_id)
             if rec is None:
                 rec = emu.record(instance_id, self.current_account, self.region)
@@ -221,8 +221,9 @@ class LifeguardAutoScalingResponse(AutoScalingResponse):
         return super().detach_instances()
 
     def attach_instances(self) -> ActionResult:
-        """Attached instances add to the desired capacity and go through launch hooks
-        (moto sets desired to the number of instances and skips hooks)."""
+        """Attached instances add to the desired capacity and go InService at once: lifecycle
+        hooks do not run for attached instances (moto sets desired to the number of
+        instances)."""
         group = self._group()
         backend = self.autoscaling_backend
         ids = self._get_param("InstanceIds", []) or []
@@ -259,7 +260,6 @@ class LifeguardAutoScalingResponse(AutoScalingResponse):
             rec.instance = instance
         backend.update_attached_elbs(group.name)
         backend.update_attached_target_groups(group.name)
-        emu.lifecycle.on_launched(group, states)
         return EmptyResult()
 
     def enter_standby(self) -> ActionResult:
@@ -268,12 +268,10 @@ class LifeguardAutoScalingResponse(AutoScalingResponse):
         return super().enter_standby()
 
     def exit_standby(self) -> ActionResult:
+        """Back to InService at once: lifecycle hooks do not run for standby moves."""
         group = self._group()
-        states = self._states(group, self._get_param("InstanceIds", []) or [], {"Standby"})
-        result = super().exit_standby()
-        for state in states:
-            emulator().lifecycle.on_exit_standby(group, state)
-        return result
+        self._states(group, self._get_param("InstanceIds", []) or [], {"Standby"})
+        return super().exit_standby()
 
     # ------------------------------------------------------- lifecycle hooks
     def put_lifecycle_hook(self) -> ActionResult:
@@ -290,8 +288,9 @@ class LifeguardAutoScalingResponse(AutoScalingResponse):
                 "DefaultResult",
             )
         }
-        hook = put_hook(self.autoscaling_backend, group.name, spec, group=group)
-        send_test_notification(self.autoscaling_backend, group, hook)
+        hook, test_message = put_hook(self.autoscaling_backend, group.name, spec)
+        if test_message:
+            send_test_notification(self.autoscaling_backend, group, hook)
         return EmptyResult()
 
     def delete_lifecycle_hook(self) -> ActionResult:
@@ -385,64 +384,3 @@ def activity(group: Any, description: str, cause: str) -> dict[str, Any]:
         "Details": "{}",
         "AutoScalingGroupARN": group.arn,
     }
-
-
-def put_hook(backend: Any, group_name: str, spec: dict[str, Any], group: Any) -> Any:
-    """Create or update a lifecycle hook in moto's backend (PutLifecycleHook semantics:
-    on update only the given fields change)."""
-    name = spec.get("LifecycleHookName")
-    if not name:
-        raise ValidationError("LifecycleHookName is required")
-    key = f"{group_name}_{name}"
-    existing = backend.lifecycle_hooks.get(key)
-    transition = spec.get("LifecycleTransition") or (existing.lifecycle_transition if existing else None)
-    if transition not in (LAUNCHING, TERMINATING):
-        raise ValidationError(
-            f"Invalid Lifecycle Transition: {transition!r}; valid values are {LAUNCHING} and {TERMINATING}"
-        )
-    timeout = spec.get("HeartbeatTimeout")
-    if timeout is not None:
-        timeout = int(timeout)
-        if timeout < 1 or timeout > MAX_HEARTBEAT:
-            raise ValidationError(
-                f"1 validation error detected: Value '{timeout}' at 'heartbeatTimeout' failed to satisfy "
-                f"constraint: Member must be between 1 and {MAX_HEARTBEAT} (AWS: 30..7200; the emulator accepts 1 s)"
-            )
-    result = spec.get("DefaultResult")
-    if result is not None and result not in ("CONTINUE", "ABANDON"):
-        raise ValidationError(f"Invalid DefaultResult {result!r}; valid values are CONTINUE and ABANDON")
-    target = spec.get("NotificationTargetARN")
-    role = spec.get("RoleARN")
-    if target and not notify.target_exists(target):
-        raise ValidationError(
-            f"Unable to publish test message to notification target {target} using IAM role {role}. "
-            "Please check your target and role configuration and try to put lifecycle hook again."
-        )
-    if existing is None:
-        hook = LifecycleHook(name, group_name, transition, timeout or 3600, result or "ABANDON")
-        hook.role_arn = None
-        hook.notification_target_arn = None
-        hook.notification_metadata = None
-    else:
-        hook = existing
-        hook.lifecycle_transition = transition
-        if timeout is not None:
-            hook.heartbeat_timeout = timeout
-        if result is not None:
-            hook.default_result = result
-    if target is not None:
-        hook.notification_target_arn = target or None
-    if role is not None:
-        hook.role_arn = role or None
-    if spec.get("NotificationMetadata") is not None:
-        hook.notification_metadata = spec["NotificationMetadata"] or None
-    hook.global_timeout = global_timeout(int(hook.heartbeat_timeout))
-    backend.lifecycle_hooks[key] = hook
-    return hook
-
-
-def send_test_notification(backend: Any, group: Any, hook: Any) -> None:
-    target = getattr(hook, "notification_target_arn", None)
-    if target:
-        message = notify.test_notification_message(backend.account_id, group.name, group.arn)
-        notify.send_to_target(target, message, notify.test_subject(group.name))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -89,6 +90,8 @@ def _route(emu: Emulator, method: str, path: str, query: dict[str, str], environ
             updated = emu.config.update(changes)
             if "recorder_max_calls" in changes:
                 emu.recorder.resize(updated["recorder_max_calls"])
+            if "random_seed" in changes:
+                emu.reseed()
             return json_response(updated)
     if path == "faults":
         if method == "GET":
@@ -164,6 +167,7 @@ def _instance(emu: Emulator, method: str, instance_id: str, sub: str, environ: d
                 raise LookupError(instance_id)
             inst, account, region = found
             rec = emu.record(instance_id, account, region)
+            timed = emu.phases.due.get(instance_id)
             return json_response(
                 {
                     "instance_id": instance_id,
@@ -174,6 +178,7 @@ def _instance(emu: Emulator, method: str, instance_id: str, sub: str, environ: d
                     "launch_template": {"id": rec.lt_id, "version": rec.lt_version} if rec.lt_id else None,
                     "target_lifecycle_state": imds.target_lifecycle_state(emu, inst, rec),
                     "lifecycle_actions": sorted(rec.actions),
+                    "timed_phase": {"ends": timed[1], "secs_left": round(timed[0] - time.monotonic(), 3)} if timed else None,
                     "spot_instance_action": rec.spot_action,
                     "rebalance": rec.rebalance,
                     "maintenance": rec.maintenance,

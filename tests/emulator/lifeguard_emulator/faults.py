@@ -140,6 +140,12 @@ def fault_response(fault: Fault, service: str, method: str) -> tuple[Response, s
     else:
         status, code = 500, ("InternalFailure" if json_proto else "InternalError")
     message = f"Injected fault ({mode}) for {service}"
+    return error_response(service, status, code, message, method), code
+
+
+def error_response(service: str, status: int, code: str, message: str, method: str = "POST") -> Response:
+    """An AWS error answer in ``service``'s protocol."""
+    json_proto = service in JSON_SERVICES
     request_id = new_uuid()
     headers = {"x-amzn-RequestId": request_id, "x-amz-request-id": request_id}
     if json_proto:
@@ -167,4 +173,4 @@ def fault_response(fault: Fault, service: str, method: str) -> tuple[Response, s
         mimetype = "text/xml"
     if method == "HEAD":
         body = ""
-    return Response(body, status=status, headers=headers, mimetype=mimetype), code
+    return Response(body, status=status, headers=headers, mimetype=mimetype)

@@ -319,8 +319,9 @@ def enforce_spot(emu: Emulator, now: float) -> None:
         try:
             if action == "terminate":
                 ec2.terminate_instances([rec.instance_id])
-                autoscaling_backends[rec.account][rec.region].notify_terminate_instances([rec.instance_id])
             else:
                 ec2.stop_instances([rec.instance_id])
+            # A group member that is not running fails the group's EC2 health check.
+            emu.phases.on_ec2_terminated(autoscaling_backends[rec.account][rec.region], [rec.instance_id])
         except Exception:
             pass

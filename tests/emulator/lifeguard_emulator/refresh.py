@@ -8,7 +8,10 @@ per batch). Each victim goes through the terminate lifecycle hooks; replacements
 capacity and go through the launch hooks. A batch is over when its victims are gone and
 every replacement has been ``InService`` for ``InstanceWarmup`` seconds. Checkpoints
 pause for ``CheckpointDelay``. A replacement whose launch is abandoned fails the refresh
-(rolled back when ``AutoRollback`` is set). Every method expects ``Emulator.lock``.
+(rolled back when ``AutoRollback`` is set). Instances protected from scale in and
+instances in ``Standby`` are waited for (``Wait``, the default, up to
+``instance_refresh_wait_secs``), skipped (``Ignore``) or replaced anyway
+(``Refresh`` / ``Terminate``). Every method expects ``Emulator.lock``.
 """
 
 from __future__ import annotations
@@ -16,88 +19,16 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from moto.autoscaling.exceptions import AutoscalingClientError, ValidationError
+from moto.autoscaling.exceptions import AutoscalingClientError
 
-from . import notify
+from . import activity, notify
 from .hooks import find_state
+from .refresh_model import ACTIVE, EVENT, Refresh, validate
 from .scaling import group_config
-from .util import naive_utc, new_uuid, utcnow
+from .util import utcnow
 
 if TYPE_CHECKING:
     from .state import Emulator
-
-ACTIVE = {"Pending", "InProgress", "Cancelling", "RollbackInProgress"}
-EVENT = "EC2 Auto Scaling Instance Refresh "
-
-
-class Refresh:
-    def __init__(self, backend: Any, group: Any, prefs: dict[str, Any], desired: dict[str, Any]) -> None:
-        self.id = new_uuid()
-        self.account = backend.account_id
-        self.region = backend.region_name
-        self.group_name = group.name
-        self.status = "Pending"
-        self.reason = ""
-        self.started = utcnow()
-        self.ended: Any = None
-        self.prefs = dict(prefs)
-        self.desired = desired
-        self.min_healthy = int(prefs.get("MinHealthyPercentage", 90))
-        self.max_healthy = int(prefs.get("MaxHealthyPercentage", 100))
-        self.warmup = float(prefs.get("InstanceWarmup") or 0)
-        self.checkpoints = [int(p) for p in prefs.get("CheckpointPercentages") or []]
-        self.checkpoint_delay = float(prefs.get("CheckpointDelay", 3600))
-        self.skip_matching = bool(prefs.get("SkipMatching", False))
-        self.auto_rollback = bool(prefs.get("AutoRollback", False))
-        self.override: tuple[Any, str] | None = None
-        self.to_replace: list[str] = []
-        self.remaining: list[str] = []
-        self.in_flight: set[str] = set()
-        self.inservice_since: dict[str, float] = {}
-        self.wait_until = 0.0
-        self.wait_transitioning = True
-        self.rollback = False
-
-    @property
-    def total(self) -> int:
-        return len(self.to_replace)
-
-    def done(self) -> int:
-        return self.total - len(self.remaining) - len(self.in_flight)
-
-    def percentage(self) -> int:
-        return 100 if self.total == 0 else int(100 * self.done() / self.total)
-
-    def to_dict(self) -> dict[str, Any]:
-        prefs = {
-            "MinHealthyPercentage": self.min_healthy,
-            "MaxHealthyPercentage": self.max_healthy,
-            "SkipMatching": self.skip_matching,
-            "AutoRollback": self.auto_rollback,
-            "ScaleInProtectedInstances": self.prefs.get("ScaleInProtectedInstances", "Ignore"),
-            "StandbyInstances": self.prefs.get("StandbyInstances", "Ignore"),
-        }
-        for key in ("InstanceWarmup", "CheckpointPercentages", "CheckpointDelay"):
-            if key in self.prefs:
-                prefs[key] = self.prefs[key]
-        pct, left = self.percentage(), self.total - self.done()
-        out: dict[str, Any] = {
-            "InstanceRefreshId": self.id,
-            "AutoScalingGroupName": self.group_name,
-            "Status": self.status,
-            "StatusReason": self.reason or None,
-            "StartTime": naive_utc(self.started),
-            "EndTime": naive_utc(self.ended) if self.ended else None,
-            "PercentageComplete": pct,
-            "InstancesToUpdate": left,
-            "ProgressDetails": {"LivePoolProgress": {"PercentageComplete": pct, "InstancesToUpdate": left}},
-            "Preferences": prefs,
-            "Strategy": "Rolling",
-        }
-        if self.desired:
-            out["DesiredConfiguration"] = self.desired
-        return out
-
 
 class RefreshEngine:
     def __init__(self, emu: Emulator) -> None:
@@ -144,12 +75,7 @@ class RefreshEngine:
                 "An Instance Refresh is already in progress and blocks the execution of this Instance Refresh.",
             )
         r = Refresh(backend, group, prefs, desired)
-        if not 0 <= r.min_healthy <= 100:
-            raise ValidationError("MinHealthyPercentage must be between 0 and 100")
-        if not 100 <= r.max_healthy <= 200 or r.max_healthy - r.min_healthy > 100:
-            raise ValidationError("MaxHealthyPercentage must be between 100 and 200, at most 100 above MinHealthyPercentage")
-        if r.checkpoints and (r.checkpoints != sorted(r.checkpoints) or not 0 < r.checkpoints[-1] <= 100):
-            raise ValidationError("CheckpointPercentages must be ascending values between 1 and 100")
+        validate(group, r)
         spec = (desired or {}).get("LaunchTemplate")
         if spec:
             ec2 = backend.ec2_backend
@@ -194,7 +120,9 @@ class RefreshEngine:
         r = self._active_for(group)
         if r is None or rec is None or rec.refresh_id != r.id or r.rollback or r.status != "InProgress":
             return
-        reason = f"Launching a replacement instance ({instance_id}) failed: its launch lifecycle action was abandoned."
+        self._fail(group, r, f"Launching a replacement instance ({instance_id}) failed: its launch lifecycle action was abandoned.")
+
+    def _fail(self, group: Any, r: Refresh, reason: str) -> None:
         if r.auto_rollback and r.override is not None:
             self._event(group, r, "Failed")
             self._start_rollback(group, r, reason)
@@ -228,7 +156,7 @@ class RefreshEngine:
         if not settled or now < r.wait_until:
             return
         # Drop instances that left the group another way (scale-in, detach, ...).
-        r.remaining = [i for i in r.remaining if self._eligible(group, i)]
+        r.remaining = [i for i in r.remaining if self._classify(group, r, i) != "skip"]
         pct = r.percentage()
         if r.checkpoints and not r.rollback and pct >= r.checkpoints[0] and pct < 100:
             cp = r.checkpoints.pop(0)
@@ -240,18 +168,33 @@ class RefreshEngine:
             if r.rollback:
                 self._finish(group, r, "RollbackSuccessful", "Rollback completed.")
             else:
-                if r.checkpoints:
-                    self._event(group, r, "Checkpoint Reached", r.checkpoints.pop(0))
-                self._finish(group, r, "Successful", "")
+                self._finish(group, r, "Successful", "")  # no Checkpoint Reached at 100 %
+            return
+        ready = [i for i in r.remaining if self._classify(group, r, i) == "replace"]
+        if not ready:
+            self._wait_for_held(group, r, now)
             return
         r.reason = ""
-        batch = self._batch_size(group, r)
-        victims = r.remaining[:batch]
-        r.remaining = r.remaining[batch:]
+        r.waiting_since = None
+        victims = ready[: self._batch_size(group, r)]
+        chosen = set(victims)
+        r.remaining = [i for i in r.remaining if i not in chosen]
         states = [s for s in (find_state(group, i) for i in victims) if s is not None]
         r.in_flight.update(s.instance.id for s in states)
-        self.emu.lifecycle.begin_terminate(group, states)
+        self.emu.phases.begin_terminate(group, states, activity.refresh_cause())
         self.emu.scaler.reconcile(group)
+
+    def _wait_for_held(self, group: Any, r: Refresh, now: float) -> None:
+        """Only protected / Standby instances (``Wait``) remain to be replaced."""
+        if r.waiting_since is None:
+            r.waiting_since = now
+        limit = float(self.emu.config.instance_refresh_wait_secs)
+        held = ", ".join(r.remaining)
+        if now - r.waiting_since >= limit:
+            self._fail(group, r, f"Timed out after {int(limit)} s waiting for instances protected from scale in "
+                                 f"or in Standby to be replaced: {held}.")
+        else:
+            r.reason = f"Waiting for instances protected from scale in or in Standby: {held}."
 
     def _batch_size(self, group: Any, r: Refresh) -> int:
         desired = int(group.desired_capacity or 0)
@@ -287,18 +230,26 @@ class RefreshEngine:
                 settled = False
         return settled
 
-    def _eligible(self, group: Any, instance_id: str) -> bool:
+    def _classify(self, group: Any, r: Refresh, instance_id: str) -> str:
+        """"replace" (can be replaced now), "wait" (held by protection or Standby) or
+        "skip" (not to be replaced)."""
         state = find_state(group, instance_id)
-        if state is None or state.lifecycle_state != "InService":
-            return False
-        return not state.protected_from_scale_in
+        if state is None:
+            return "skip"
+        if state.lifecycle_state == "Standby":
+            return {"Terminate": "replace", "Wait": "wait"}.get(r.standby_mode, "skip")
+        if state.lifecycle_state != "InService":
+            return "skip"
+        if state.protected_from_scale_in:
+            return {"Refresh": "replace", "Wait": "wait"}.get(r.protected_mode, "skip")
+        return "replace"
 
     def _victims_at_start(self, group: Any, r: Refresh) -> list[str]:
         if r.rollback:
             return [
                 s.instance.id
                 for s in group.instance_states
-                if self._eligible(group, s.instance.id)
+                if self._classify(group, r, s.instance.id) != "skip"
                 and (rec := self.emu.records.get(s.instance.id)) is not None
                 and rec.refresh_id == r.id
             ]
@@ -309,7 +260,7 @@ class RefreshEngine:
             want = group_config(group)
         ids = []
         for s in group.instance_states:
-            if not self._eligible(group, s.instance.id):
+            if self._classify(group, r, s.instance.id) == "skip":
                 continue
             if r.skip_matching:
                 rec = self.emu.records.get(s.instance.id)
@@ -325,6 +276,7 @@ class RefreshEngine:
         r.reason = reason
         r.checkpoints = []
         r.wait_until = 0.0
+        r.waiting_since = None
         r.to_replace = self._victims_at_start(group, r)
         r.remaining = list(r.to_replace)
 

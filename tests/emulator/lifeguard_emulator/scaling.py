@@ -6,10 +6,12 @@ and terminates the first N on scale-in. It is replaced (``install``) by ``Scaler
 * capacity counts ``Pending``, ``Pending:Wait``, ``Pending:Proceed`` and ``InService``
   instances; ``Terminating*``, ``Standby`` and detached instances do not count, so a
   replacement is launched while an instance waits in ``Terminating:Wait``;
-* launches go through moto's ``replace_autoscaling_group_instances`` and then through the
-  launch hooks; scale-in victims go through the terminate hooks;
+* launches go through moto's ``replace_autoscaling_group_instances`` and then through
+  ``phases`` (plain ``Pending``, launch hooks); scale-in victims go through plain
+  ``Terminating`` and the terminate hooks;
 * suspended ``Launch`` / ``Terminate`` processes are honoured;
-* victims follow the termination policies (see ``select_victims``).
+* victims follow the termination policies (see ``select_victims``);
+* attached target groups hold the group's running ``InService`` instances.
 
 Every method expects the caller to hold ``Emulator.lock``.
 """
@@ -20,6 +22,8 @@ import contextlib
 import math
 import time
 from typing import TYPE_CHECKING, Any, Iterator
+
+from . import activity
 
 if TYPE_CHECKING:
     from moto.autoscaling.models import FakeAutoScalingGroup, InstanceState
@@ -64,21 +68,22 @@ class Scaler:
     # ------------------------------------------------------------------ capacity
     def reconcile(self, group: FakeAutoScalingGroup) -> None:
         counted = [s for s in group.instance_states if s.lifecycle_state in COUNTED]
-        delta = target_instances(group) - len(counted)
+        target = target_instances(group)
+        delta = target - len(counted)
         suspended = {p["ProcessName"] for p in group.suspended_processes}
         if delta > 0 and "Launch" not in suspended:
-            self.launch(group, delta)
+            self.launch(group, delta, activity.launch_cause(len(counted), target))
         elif delta < 0 and "Terminate" not in suspended:
             candidates = [s for s in counted if not s.protected_from_scale_in]
             victims = self.select_victims(group, candidates, -delta, counted)
             if victims:
-                self.emu.lifecycle.begin_terminate(group, victims)
+                self.emu.phases.begin_terminate(group, victims, activity.scale_in_cause(len(counted), target))
         backend = group.autoscaling_backend
         if group.name in backend.autoscaling_groups:
             backend.update_attached_elbs(group.name)
             backend.update_attached_target_groups(group.name)
 
-    def launch(self, group: FakeAutoScalingGroup, count: int) -> list[InstanceState]:
+    def launch(self, group: FakeAutoScalingGroup, count: int, cause: str = "") -> list[InstanceState]:
         backend = group.autoscaling_backend
         key = (backend.account_id, backend.region_name, group.name)
         override = self.emu.refresh.launch_override(group)
@@ -86,11 +91,14 @@ class Scaler:
             try:
                 image_id = group.image_id
                 lt_id, lt_version, lc_name = group_config(group)
-            except Exception:
-                self.blocked.add(key)  # e.g. the pinned template version was deleted
+            except Exception as exc:  # e.g. the pinned template version was deleted
+                self._block(group, key, cause, f"{exc}. Launching EC2 instance failed.")
                 return []
             if not self.emu.images.launchable(backend.ec2_backend, image_id):
-                self.blocked.add(key)
+                ami = backend.ec2_backend.amis.get(image_id)
+                state = getattr(ami, "state", "unknown")
+                self._block(group, key, cause, f"The image id '[{image_id}]' is not available (state: {state}). "
+                            "Launching EC2 instance failed.")
                 return []
             self.blocked.discard(key)
             before = len(group.instance_states)
@@ -109,8 +117,14 @@ class Scaler:
                 [s.instance.id for s in new_states],
                 {"aws:ec2launchtemplate:version": str(lt_version)},
             )
-        self.emu.lifecycle.on_launched(group, new_states)
+        self.emu.phases.on_launched(group, new_states, cause or activity.launch_cause(0, count))
         return new_states
+
+    def _block(self, group: FakeAutoScalingGroup, key: tuple[str, str, str], cause: str, message: str) -> None:
+        """Launches wait (retried on every tick); the failure is reported once per wait."""
+        if key not in self.blocked:
+            activity.send(activity.LAUNCH, False, group, None, activity.start(cause), message)
+        self.blocked.add(key)
 
     def retry_blocked(self) -> None:
         from moto.autoscaling.models import autoscaling_backends
@@ -239,20 +253,34 @@ def install() -> None:
         emulator().scaler.reconcile(self)
 
     def notify_terminate_instances(self: Any, instance_ids: list[str]) -> None:
-        """EC2 TerminateInstances on group members: they leave, the group replaces them."""
-        emu = emulator()
-        gone = set(instance_ids)
-        for group in list(self.autoscaling_groups.values()):
-            leaving = [s for s in group.instance_states if s.instance.id in gone]
-            if not leaving:
+        """EC2 TerminateInstances on group members: the health check notices later."""
+        emulator().phases.on_ec2_terminated(self, instance_ids)
+
+    def update_attached_target_groups(self: Any, group_name: str) -> None:
+        """Targets = the group's running InService instances (AWS registers instances when
+        they go InService and deregisters them when they leave it); moto registers every
+        member, which fails for an instance already terminated in EC2."""
+        group = self.autoscaling_groups[group_name]
+        if not group.target_group_arns:
+            return
+        wanted = {
+            s.instance.id
+            for s in group.instance_states
+            if s.lifecycle_state == "InService" and s.instance.state == "running"
+        }
+        members = {i for i, r in emulator().records.items() if r.group_name == group_name} | {
+            s.instance.id for s in group.instance_states
+        }
+        for arn in group.target_group_arns:
+            tg = self.elbv2_backend.target_groups.get(arn)
+            if tg is None:
                 continue
-            group.instance_states = [s for s in group.instance_states if s.instance.id not in gone]
-            for state in leaving:
-                emu.lifecycle.forget_instance(state.instance.id)
-                rec = emu.records.get(state.instance.id)
-                if rec is not None:
-                    rec.target_state = "Terminated"
-            emu.scaler.reconcile(group)
+            add = [{"Id": i, "Port": tg.port} for i in sorted(wanted - set(tg.targets))]
+            if add:
+                tg.register(add)
+            stale = sorted((set(tg.targets) & members) - wanted)
+            if stale:
+                tg.deregister([{"Id": i} for i in stale])
 
     original_lt = asg_models.InstanceState.launch_template
 
@@ -277,5 +305,6 @@ def install() -> None:
 
     asg_models.FakeAutoScalingGroup.set_desired_capacity = set_desired_capacity
     asg_models.AutoScalingBackend.notify_terminate_instances = notify_terminate_instances
+    asg_models.AutoScalingBackend.update_attached_target_groups = update_attached_target_groups
     asg_models.InstanceState.launch_template = property(instance_launch_template)
     asg_models.InstanceState.launch_configuration_name = property(instance_launch_configuration_name)

@@ -18,7 +18,7 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Response
 
-from . import awsreq, cloudtrail, control, faults, imds, launch_templates, moto_fixes, scaling
+from . import awsreq, cloudtrail, control, faults, imds, launch_templates, moto_fixes, realism, scaling
 from .autoscaling_api import LifeguardAutoScalingResponse
 from .ec2_api import LifeguardEC2Response
 from .state import Emulator, emulator
@@ -95,6 +95,10 @@ class App:
             resp, code = faults.fault_response(fault, info.service, environ.get("REQUEST_METHOD", "GET"))
             self.emu.recorder.finish(call, resp.status_code, code)
             return resp(environ, start_response)
+        if info.service == "autoscaling" and not self.emu.rate_limiter.take(self.emu.config.autoscaling_rate_limit):
+            resp = faults.error_response(info.service, 400, "Throttling", "Rate exceeded", environ.get("REQUEST_METHOD", "GET"))
+            self.emu.recorder.finish(call, resp.status_code, "Throttling")
+            return resp(environ, start_response)
 
         captured: dict[str, Any] = {}
 
@@ -157,7 +161,8 @@ class App:
 
 
 class Ticker(threading.Thread):
-    """Background timer: lifecycle timeouts, delayed terminations, AMIs, instance refresh."""
+    """Background timer: lifecycle timeouts, timed instance phases, AMIs, instance refresh,
+    delayed event deliveries."""
 
     def __init__(self, emu: Emulator) -> None:
         super().__init__(name="lifeguard-ticker", daemon=True)
@@ -170,11 +175,13 @@ class Ticker(threading.Thread):
             try:
                 with emu.lock:
                     emu.lifecycle.tick(now)
+                    emu.phases.tick(now)
                     emu.images.tick(now)
                     if emu.scaler.blocked:
                         emu.scaler.retry_blocked()
                     emu.refresh.tick(now)
                     imds.enforce_spot(emu, now)
+                emu.deliveries.tick(now)
             except Exception:
                 traceback.print_exc(file=sys.stderr)
 
@@ -189,6 +196,7 @@ def install_patches() -> None:
     scaling.install()
     launch_templates.install()
     moto_fixes.install()
+    realism.install()
     _INSTALLED = True
 
 

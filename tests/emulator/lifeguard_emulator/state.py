@@ -52,6 +52,10 @@ class InstanceRecord:
         self.imds_creds_expiry = 0.0
         # Instance refresh that launched it (so the refresh does not replace it again).
         self.refresh_id: str | None = None
+        # The scaling activities that launch and terminate it (for the EventBridge
+        # "EC2 Instance Launch/Terminate ..." events): (activity id, start time, cause).
+        self.launch_activity: tuple[str, Any, str] | None = None
+        self.terminate_activity: tuple[str, Any, str] | None = None
 
 
 class Emulator:
@@ -59,6 +63,8 @@ class Emulator:
         from .faults import Faults
         from .hooks import LifecycleEngine
         from .images import ImageTracker
+        from .phases import Phases
+        from .realism import Deliveries, RateLimiter, new_rng
         from .refresh import RefreshEngine
         from .scaling import Scaler
 
@@ -69,7 +75,11 @@ class Emulator:
         self.records: dict[str, InstanceRecord] = {}
         # IMDSv2 tokens: token -> (instance id, expiry on the monotonic clock).
         self.imds_tokens: dict[str, tuple[str, float]] = {}
+        self.rng = new_rng(None)
+        self.deliveries = Deliveries(self)
+        self.rate_limiter = RateLimiter()
         self.lifecycle = LifecycleEngine(self)
+        self.phases = Phases(self)
         self.images = ImageTracker(self)
         self.refresh = RefreshEngine(self)
         self.scaler = Scaler(self)
@@ -91,12 +101,22 @@ class Emulator:
             self.records.clear()
             self.imds_tokens.clear()
             self.lifecycle.reset()
+            self.phases.reset()
+            self.deliveries.reset()
+            self.rate_limiter.reset()
             self.images.reset()
             self.refresh.reset()
             self.scaler.reset()
             self.faults.reset()
             self.config.reset()
+            self.reseed()
             self.recorder.reset()
+
+    def reseed(self) -> None:
+        """Restart the random choices from config ``random_seed``."""
+        from .realism import new_rng
+
+        self.rng = new_rng(self.config.random_seed)
 
 
 _EMULATOR: Emulator | None = None

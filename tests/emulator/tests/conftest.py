@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from helpers import EMULATOR_DIR, Emulator
+from helpers import EMULATOR_DIR, SHORT_TIMINGS, Emulator
 
 @pytest.fixture(scope="session")
 def emulator_process() -> Any:
@@ -49,7 +49,11 @@ def emulator_process() -> Any:
 def emu(emulator_process: Any) -> Emulator:
     e = Emulator(emulator_process["endpoint"])
     e.ok("POST", "reset")
-    e.ok("POST", "config", {"ami_pending_secs": 0.3, "terminate_proceed_delay_secs": 0.1})
+    # The defaults are AWS's timings (1 s plain Terminating, 2 s plain Pending, 10 s until
+    # the health check notices an instance gone in EC2, ...). The suite shortens them so
+    # every phase is still seen but each test stays within a few seconds; tests about the
+    # defaults themselves reset the config first.
+    e.ok("POST", "config", SHORT_TIMINGS)
     return e
 
 

@@ -15,6 +15,17 @@ from botocore.config import Config
 EMULATOR_DIR = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
+# Config every test starts from (see conftest.py): AWS's phases, shortened.
+SHORT_TIMINGS = {
+    "ami_pending_secs": 0.3,
+    "terminate_proceed_delay_secs": 0.1,
+    "terminating_activity_secs": 0.2,
+    "launch_pending_secs": 0.2,
+    "health_check_delay_secs": 0.5,
+}
+LIFECYCLE_ACTIONS = ["EC2 Instance-launch Lifecycle Action", "EC2 Instance-terminate Lifecycle Action"]
+# Event pattern of the lifecycle action events only (not the scaling-activity events).
+LIFECYCLE_PATTERN = {"source": ["aws.autoscaling"], "detail-type": LIFECYCLE_ACTIONS}
 
 
 class Emulator:
@@ -114,9 +125,10 @@ def make_group(
         MaxSize=max_size,
         DesiredCapacity=desired,
         LaunchTemplate={"LaunchTemplateId": template_id, "Version": version},
-        AvailabilityZones=["us-east-1a"],
-        **extra,
     )
+    if "VPCZoneIdentifier" not in extra:
+        kwargs["AvailabilityZones"] = ["us-east-1a"]
+    kwargs.update(extra)
     if hooks:
         kwargs["LifecycleHookSpecificationList"] = hooks
     asg.create_auto_scaling_group(**kwargs)
@@ -143,6 +155,15 @@ def launch_hook(name: str = "ready", timeout: int = 300, default: str = "ABANDON
     }
 
 
+def states_are(asg: Any, expected: list[str], group: str = "web", timeout: float = 5.0) -> dict[str, str]:
+    """Wait until the group's instance states, sorted, are ``expected``; returns them."""
+    return wait_until(
+        lambda: (lambda s: s if sorted(s.values()) == sorted(expected) else None)(instances(asg, group)),
+        timeout=timeout,
+        what=f"states {expected}",
+    )
+
+
 def instances(asg: Any, group: str = "web") -> dict[str, str]:
     """instance id -> lifecycle state"""
     g = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"]
@@ -161,7 +182,7 @@ def ec2_state(ec2: Any, instance_id: str) -> str:
 def queue_with_rule(sqs: Any, events: Any, name: str = "lifeguard", pattern: dict[str, Any] | None = None) -> str:
     url = sqs.create_queue(QueueName=name)["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(Name=f"rule-{name}", EventPattern=json.dumps(pattern or {"source": ["aws.autoscaling"]}))
+    events.put_rule(Name=f"rule-{name}", EventPattern=json.dumps(pattern or LIFECYCLE_PATTERN))
     events.put_targets(Rule=f"rule-{name}", Targets=[{"Id": "q", "Arn": arn}])
     return url
 

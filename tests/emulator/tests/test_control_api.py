@@ -8,18 +8,44 @@ import time
 import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
 
-from helpers import instances, make_group, terminate_hook
+from helpers import instances, make_group, terminate_hook, wait_until
 
 
 def test_health_and_config(emu):
     health = emu.ok("GET", "health")
     assert health["status"] == "ok" and health["moto_version"] == "5.2.5"
-    cfg = emu.ok("POST", "config", {"imds_terminated_lead_secs": 1, "terminate_proceed_delay_secs": 0.2})
-    assert cfg["imds_terminated_lead_secs"] == 1.0 and cfg["terminate_proceed_delay_secs"] == 0.2
+    cfg = emu.ok("POST", "config", {"deregistration_delay_secs": 5, "terminate_proceed_delay_secs": 0.2})
+    assert cfg["deregistration_delay_secs"] == 5.0 and cfg["terminate_proceed_delay_secs"] == 0.2
+    assert emu.ok("POST", "config", {"deregistration_delay_secs": None})["deregistration_delay_secs"] is None
     assert emu.ok("GET", "config")["ami_pending_secs"] == 0.3
-    assert emu.control("POST", "config", {"no_such_key": 1})[0] == 400
-    assert emu.control("POST", "config", {"ami_pending_secs": -1})[0] == 400
+    rate = emu.ok("POST", "config", {"autoscaling_rate_limit": {"per_sec": 2, "burst": 3}, "random_seed": 7})
+    assert rate["autoscaling_rate_limit"] == {"per_sec": 2.0, "burst": 3} and rate["random_seed"] == 7
+    for bad in (
+        {"no_such_key": 1},
+        {"ami_pending_secs": -1},
+        {"imds_terminated_lead_secs": 1},  # replaced by terminating_activity_secs + deregistration_delay_secs
+        {"event_duplicate_probability": 1.5},
+        {"min_heartbeat_timeout_secs": 0},
+        {"autoscaling_rate_limit": {"burst": 2}},
+        {"random_seed": 1.5},
+        {"terminating_activity_secs": None},
+    ):
+        assert emu.control("POST", "config", bad)[0] == 400, bad
     assert emu.control("GET", "nope")[0] == 404
+
+
+def test_defaults_are_aws_behaviour(emu):
+    emu.ok("POST", "reset")
+    cfg = emu.ok("GET", "config")
+    assert cfg["deregistration_delay_secs"] is None  # per group, from its load balancers
+    assert cfg["terminating_activity_secs"] == 1.0
+    assert cfg["launch_pending_secs"] == 2.0
+    assert cfg["min_heartbeat_timeout_secs"] == 30
+    assert cfg["health_check_delay_secs"] == 10.0
+    assert cfg["instance_refresh_wait_secs"] == 3600.0
+    assert cfg["event_duplicate_probability"] == 0.0 and cfg["event_max_delay_secs"] == 0.0
+    assert cfg["random_seed"] is None and cfg["autoscaling_rate_limit"] is None
+    assert "imds_terminated_lead_secs" not in cfg
 
 
 def test_reset_clears_moto_and_emulator_state(emu, asg, ec2):
@@ -27,7 +53,7 @@ def test_reset_clears_moto_and_emulator_state(emu, asg, ec2):
     (iid,) = instances(asg)
     asg.terminate_instance_in_auto_scaling_group(InstanceId=iid, ShouldDecrementDesiredCapacity=True)
     emu.ok("POST", "config", {"ami_pending_secs": 9})
-    assert emu.ok("GET", "lifecycle-actions")["lifecycle_actions"]
+    wait_until(lambda: emu.ok("GET", "lifecycle-actions")["lifecycle_actions"], timeout=5)
     emu.ok("POST", "reset")
     assert emu.ok("GET", "calls")["calls"] == []
     assert asg.describe_auto_scaling_groups()["AutoScalingGroups"] == []

@@ -10,6 +10,8 @@ from botocore.exceptions import ClientError
 
 from helpers import drain, group_desc, instances, launch_hook, make_group, queue_with_rule, terminate_hook, wait_until
 
+REFRESH_EVENTS = {"source": ["aws.autoscaling"], "detail-type": [{"prefix": "EC2 Auto Scaling Instance Refresh"}]}
+
 
 class AutoCompleter:
     """Completes every waiting lifecycle action (like agents would) until stopped."""
@@ -51,7 +53,7 @@ def _refresh(asg, refresh_id=None):
 
 
 def test_rolling_refresh_through_hooks_to_successful(emu, asg, ec2, sqs, events):
-    url = queue_with_rule(sqs, events, "refresh", {"source": ["aws.autoscaling"], "detail-type": [{"prefix": "EC2 Auto Scaling Instance Refresh"}]})
+    url = queue_with_rule(sqs, events, "refresh", REFRESH_EVENTS)
     lt = make_group(asg, ec2, desired=4, version="1")
     old = set(instances(asg))
     asg.put_lifecycle_hook(AutoScalingGroupName="web", LifecycleHookName="drain",
@@ -90,7 +92,7 @@ def test_rolling_refresh_through_hooks_to_successful(emu, asg, ec2, sqs, events)
 
 
 def test_refresh_checkpoint_and_cancel(emu, asg, ec2, sqs, events):
-    url = queue_with_rule(sqs, events, "refresh", {"source": ["aws.autoscaling"]})
+    url = queue_with_rule(sqs, events, "refresh", REFRESH_EVENTS)
     make_group(asg, ec2, desired=4, hooks=[terminate_hook()])
     refresh_id = asg.start_instance_refresh(
         AutoScalingGroupName="web",
@@ -102,6 +104,7 @@ def test_refresh_checkpoint_and_cancel(emu, asg, ec2, sqs, events):
     r = _refresh(asg)
     assert r["Status"] == "InProgress" and "checkpoint" in r.get("StatusReason", "")
     assert r["Preferences"]["CheckpointPercentages"] == [50, 100]
+    assert r["Preferences"]["ScaleInProtectedInstances"] == "Wait" and r["Preferences"]["StandbyInstances"] == "Wait"
     evs = drain(sqs, url)
     cp = [e for e in evs if e["detail-type"] == "EC2 Auto Scaling Instance Refresh Checkpoint Reached"]
     assert len(cp) == 1 and cp[0]["detail"] == {
@@ -116,7 +119,8 @@ def test_refresh_checkpoint_and_cancel(emu, asg, ec2, sqs, events):
 
 
 def test_refresh_fails_when_a_replacement_is_abandoned(emu, asg, ec2, sqs, events):
-    url = queue_with_rule(sqs, events, "refresh", {"source": ["aws.autoscaling"], "detail-type": [{"prefix": "EC2 Auto Scaling Instance Refresh"}]})
+    url = queue_with_rule(sqs, events, "refresh", REFRESH_EVENTS)
+    emu.ok("POST", "config", {"min_heartbeat_timeout_secs": 1})  # a 1 s hook keeps the test short
     make_group(asg, ec2, desired=2, hooks=[launch_hook(default="CONTINUE", timeout=1)])
     wait_until(lambda: sorted(instances(asg).values()) == ["InService", "InService"], timeout=5)
     asg.start_instance_refresh(AutoScalingGroupName="web", Preferences={"MinHealthyPercentage": 50, "InstanceWarmup": 0})
@@ -154,3 +158,84 @@ def test_auto_rollback_after_failed_launch(emu, asg, ec2):
     versions = {i["LaunchTemplate"]["Version"] for i in group_desc(asg)["Instances"]}
     assert versions == {"1"} and len(instances(asg)) == 2
     assert group_desc(asg)["LaunchTemplate"]["Version"] == "1"
+
+
+def test_refresh_waits_for_protected_and_standby_instances(emu, asg, ec2):
+    make_group(asg, ec2, desired=3)
+    plain, protected, standby = sorted(instances(asg))
+    asg.set_instance_protection(AutoScalingGroupName="web", InstanceIds=[protected], ProtectedFromScaleIn=True)
+    asg.enter_standby(AutoScalingGroupName="web", InstanceIds=[standby], ShouldDecrementDesiredCapacity=True)
+    refresh_id = asg.start_instance_refresh(
+        AutoScalingGroupName="web", Preferences={"MinHealthyPercentage": 50, "InstanceWarmup": 0}
+    )["InstanceRefreshId"]
+    # Default "Wait": the unprotected instance is replaced, then the refresh waits.
+    wait_until(lambda: plain not in instances(asg) and "Waiting for instances" in (_refresh(asg).get("StatusReason") or ""),
+               timeout=5)
+    time.sleep(0.5)
+    r = _refresh(asg, refresh_id)
+    assert r["Status"] == "InProgress" and r["InstancesToUpdate"] == 2 and r["PercentageComplete"] == 33
+    assert protected in instances(asg) and standby in instances(asg)
+    asg.set_instance_protection(AutoScalingGroupName="web", InstanceIds=[protected], ProtectedFromScaleIn=False)
+    asg.exit_standby(AutoScalingGroupName="web", InstanceIds=[standby])
+    wait_until(lambda: _refresh(asg, refresh_id)["Status"] == "Successful", timeout=10)
+    assert not {plain, protected, standby} & set(instances(asg))
+
+
+def test_refresh_ignore_and_replace_modes(emu, asg, ec2):
+    make_group(asg, ec2, desired=3)
+    plain, protected, standby = sorted(instances(asg))
+    asg.set_instance_protection(AutoScalingGroupName="web", InstanceIds=[protected], ProtectedFromScaleIn=True)
+    asg.enter_standby(AutoScalingGroupName="web", InstanceIds=[standby], ShouldDecrementDesiredCapacity=True)
+    asg.start_instance_refresh(
+        AutoScalingGroupName="web",
+        Preferences={"MinHealthyPercentage": 50, "InstanceWarmup": 0,
+                     "ScaleInProtectedInstances": "Refresh", "StandbyInstances": "Ignore"},
+    )
+    wait_until(lambda: _refresh(asg)["Status"] == "Successful", timeout=10)
+    states = instances(asg)
+    assert plain not in states and protected not in states and states[standby] == "Standby"
+    prefs = _refresh(asg)["Preferences"]
+    assert (prefs["ScaleInProtectedInstances"], prefs["StandbyInstances"]) == ("Refresh", "Ignore")
+
+
+def test_refresh_wait_gives_up_after_the_wait_time(emu, asg, ec2):
+    emu.ok("POST", "config", {"instance_refresh_wait_secs": 0.5})  # AWS waits one hour
+    make_group(asg, ec2, desired=1)
+    (protected,) = instances(asg)
+    asg.set_instance_protection(AutoScalingGroupName="web", InstanceIds=[protected], ProtectedFromScaleIn=True)
+    asg.start_instance_refresh(AutoScalingGroupName="web", Preferences={"InstanceWarmup": 0})
+    wait_until(lambda: _refresh(asg)["Status"] == "Failed", timeout=5)
+    assert protected in _refresh(asg)["StatusReason"]
+
+
+def test_no_checkpoint_event_at_100_percent(emu, asg, ec2, sqs, events):
+    url = queue_with_rule(sqs, events, "refresh", REFRESH_EVENTS)
+    make_group(asg, ec2, desired=2)
+    asg.start_instance_refresh(
+        AutoScalingGroupName="web",
+        Preferences={"MinHealthyPercentage": 50, "InstanceWarmup": 0, "CheckpointPercentages": [50, 100], "CheckpointDelay": 0},
+    )
+    wait_until(lambda: _refresh(asg)["Status"] == "Successful", timeout=10)
+    kinds = [e["detail-type"].rsplit("Refresh ", 1)[1] for e in drain(sqs, url)]
+    assert kinds == ["Started", "Checkpoint Reached", "Succeeded"]
+
+
+@pytest.mark.parametrize(
+    "prefs, desired, group_version, message",
+    [
+        ({"CheckpointPercentages": [20, 50]}, None, "1", "must be 100"),
+        ({"CheckpointDelay": 60}, None, "1", "CheckpointPercentages"),
+        ({"StandbyInstances": "Refresh"}, None, "1", "StandbyInstances"),
+        ({"AutoRollback": True}, None, "1", "DesiredConfiguration"),
+        ({"AutoRollback": True}, "$Latest", "1", "$Latest or $Default"),
+        ({"AutoRollback": True}, "2", "$Default", "$Latest or $Default"),
+    ],
+)
+def test_start_instance_refresh_validation(emu, asg, ec2, prefs, desired, group_version, message):
+    lt = make_group(asg, ec2, desired=0, version=group_version)
+    ec2.create_launch_template_version(LaunchTemplateId=lt, SourceVersion="1", LaunchTemplateData={"ImageId": "ami-22222222"})
+    kwargs = {"DesiredConfiguration": {"LaunchTemplate": {"LaunchTemplateId": lt, "Version": desired}}} if desired else {}
+    with pytest.raises(ClientError) as err:
+        asg.start_instance_refresh(AutoScalingGroupName="web", Preferences=prefs, **kwargs)
+    assert err.value.response["Error"]["Code"] == "ValidationError"
+    assert message in err.value.response["Error"]["Message"]

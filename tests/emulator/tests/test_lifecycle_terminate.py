@@ -1,4 +1,5 @@
-"""Terminate lifecycle hooks: Terminating:Wait, notifications, completion, heartbeats, timeouts."""
+"""Terminate lifecycle hooks: plain Terminating, Terminating:Wait, notifications, completion,
+heartbeats, timeouts."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from helpers import (
     instances,
     make_group,
     queue_with_rule,
+    states_are,
     terminate_hook,
     wait_until,
 )
@@ -31,7 +33,8 @@ def test_terminate_with_hook_waits_notifies_and_completes_by_instance_id(emu, as
 
     asg.terminate_instance_in_auto_scaling_group(InstanceId=victim, ShouldDecrementDesiredCapacity=True)
 
-    assert instances(asg)[victim] == "Terminating:Wait"
+    assert instances(asg)[victim].startswith("Terminating")
+    wait_until(lambda: instances(asg)[victim] == "Terminating:Wait", timeout=5)
     described = asg.describe_auto_scaling_instances(InstanceIds=[victim])["AutoScalingInstances"][0]
     assert described["LifecycleState"] == "Terminating:Wait"
     assert group_desc(asg)["DesiredCapacity"] == 1
@@ -85,7 +88,7 @@ def test_complete_by_token_and_twice_fails(emu, asg, ec2, sqs, events):
     make_group(asg, ec2, desired=1, hooks=[terminate_hook()])
     (victim,) = instances(asg)
     asg.terminate_instance_in_auto_scaling_group(InstanceId=victim, ShouldDecrementDesiredCapacity=True)
-    (event,) = wait_until(lambda: drain(sqs, url))
+    (event,) = wait_until(lambda: drain(sqs, url), timeout=5)
     token = event["detail"]["LifecycleActionToken"]
     kwargs = dict(AutoScalingGroupName="web", LifecycleHookName="drain", LifecycleActionToken=token)
     asg.complete_lifecycle_action(LifecycleActionResult="ABANDON", **kwargs)
@@ -101,11 +104,13 @@ def test_without_decrement_a_replacement_launches_while_waiting(emu, asg, ec2):
     before = set(instances(asg))
     victim = sorted(before)[0]
     asg.terminate_instance_in_auto_scaling_group(InstanceId=victim, ShouldDecrementDesiredCapacity=False)
+    # The replacement launches as soon as the victim stops counting (plain Terminating).
     states = instances(asg)
-    assert states[victim] == "Terminating:Wait"
+    assert states[victim].startswith("Terminating")
     new = set(states) - before
     assert len(new) == 1 and states[new.pop()] == "InService"
     assert group_desc(asg)["DesiredCapacity"] == 2
+    wait_until(lambda: instances(asg)[victim] == "Terminating:Wait", timeout=5)
 
 
 def test_decrement_below_min_is_refused(emu, asg, ec2):
@@ -145,7 +150,7 @@ def test_direct_sqs_notification_and_test_notification(emu, asg, ec2, sqs):
 
     (victim,) = instances(asg)
     asg.terminate_instance_in_auto_scaling_group(InstanceId=victim, ShouldDecrementDesiredCapacity=True)
-    (msg,) = wait_until(lambda: drain(sqs, url))
+    (msg,) = wait_until(lambda: drain(sqs, url), timeout=5)
     assert list(msg) == [
         "Origin",
         "LifecycleHookName",
@@ -188,7 +193,8 @@ def test_sns_target_delivers_envelope_to_subscribed_queue(emu, asg, ec2, sqs):
     make_group(asg, ec2, desired=1, hooks=[terminate_hook(NotificationTargetARN=topic, RoleARN="arn:aws:iam::123456789012:role/r")])
     (victim,) = instances(asg)
     asg.terminate_instance_in_auto_scaling_group(InstanceId=victim, ShouldDecrementDesiredCapacity=True)
-    msgs = wait_until(lambda: (lambda m: m if len(m) >= 2 else None)(drain(sqs, url)), what="two SNS messages")
+    msgs: list = []
+    wait_until(lambda: msgs.extend(drain(sqs, url)) or len(msgs) >= 2, what="two SNS messages")
     assert all(m["Type"] == "Notification" and m["TopicArn"] == topic for m in msgs)
     import json
 
@@ -198,10 +204,12 @@ def test_sns_target_delivers_envelope_to_subscribed_queue(emu, asg, ec2, sqs):
 
 
 def test_heartbeat_extends_and_timeout_applies_default_result(emu, asg, ec2):
+    emu.ok("POST", "config", {"min_heartbeat_timeout_secs": 1})  # 2 s hooks keep the test short
     make_group(asg, ec2, desired=2, hooks=[terminate_hook(timeout=2, default="ABANDON")])
     a, b = sorted(instances(asg))
     asg.terminate_instance_in_auto_scaling_group(InstanceId=a, ShouldDecrementDesiredCapacity=True)
     asg.terminate_instance_in_auto_scaling_group(InstanceId=b, ShouldDecrementDesiredCapacity=True)
+    states_are(asg, ["Terminating:Wait", "Terminating:Wait"])
     t0 = time.time()
     for _ in range(3):
         time.sleep(1.0)
@@ -218,10 +226,11 @@ def test_heartbeat_extends_and_timeout_applies_default_result(emu, asg, ec2):
 
 
 def test_timeout_continue_terminates(emu, asg, ec2):
+    emu.ok("POST", "config", {"min_heartbeat_timeout_secs": 1})  # a 1 s hook keeps the test short
     make_group(asg, ec2, desired=1, hooks=[terminate_hook(timeout=1, default="CONTINUE")])
     (victim,) = instances(asg)
     asg.terminate_instance_in_auto_scaling_group(InstanceId=victim, ShouldDecrementDesiredCapacity=True)
-    assert instances(asg)[victim] == "Terminating:Wait"
+    wait_until(lambda: instances(asg).get(victim) == "Terminating:Wait", timeout=5)
     wait_until(lambda: ec2_state(ec2, victim) == "terminated", timeout=5)
     assert instances(asg) == {}
 
@@ -232,7 +241,7 @@ def test_set_desired_capacity_scale_in_uses_hooks_and_oldest_first(emu, asg, ec2
     asg.set_desired_capacity(AutoScalingGroupName="web", DesiredCapacity=4)
     new = set(instances(asg)) - old
     asg.set_desired_capacity(AutoScalingGroupName="web", DesiredCapacity=1)
-    states = instances(asg)
+    states = states_are(asg, ["InService"] + ["Terminating:Wait"] * 3)
     waiting = {i for i, s in states.items() if s == "Terminating:Wait"}
     assert len(waiting) == 3
     assert old <= waiting  # the two oldest go first
@@ -247,7 +256,7 @@ def test_update_group_max_below_desired_scales_in_through_hook(emu, asg, ec2):
     asg.update_auto_scaling_group(AutoScalingGroupName="web", MaxSize=1)
     g = group_desc(asg)
     assert (g["DesiredCapacity"], g["MaxSize"]) == (1, 1)
-    assert sorted(instances(asg).values()) == ["InService", "Terminating:Wait", "Terminating:Wait"]
+    states_are(asg, ["InService", "Terminating:Wait", "Terminating:Wait"])
 
 
 def test_scale_in_protection_is_respected(emu, asg, ec2):
@@ -256,31 +265,45 @@ def test_scale_in_protection_is_respected(emu, asg, ec2):
     asg.set_instance_protection(AutoScalingGroupName="web", InstanceIds=[a], ProtectedFromScaleIn=True)
     asg.set_desired_capacity(AutoScalingGroupName="web", DesiredCapacity=1)
     states = instances(asg)
-    assert states[a] == "InService" and states[b] == "Terminating:Wait"
+    assert states[a] == "InService" and states[b].startswith("Terminating")
 
 
-def test_imds_can_say_terminated_before_the_action_exists(emu, asg, ec2):
-    emu.ok("POST", "config", {"imds_terminated_lead_secs": 1.0})
+def test_plain_terminating_before_terminating_wait(emu, asg, ec2, sqs, events):
+    # 1 s plain Terminating (the scaling activity) + a 1 s deregistration delay.
+    emu.ok("POST", "config", {"terminating_activity_secs": 1.0, "deregistration_delay_secs": 1.0})
+    url = queue_with_rule(sqs, events)
     make_group(asg, ec2, desired=1, hooks=[terminate_hook()])
     (victim,) = instances(asg)
+    t0 = time.time()
     asg.terminate_instance_in_auto_scaling_group(InstanceId=victim, ShouldDecrementDesiredCapacity=True)
     assert emu.metadata(victim, "/latest/meta-data/autoscaling/target-lifecycle-state") == (200, "Terminated")
     assert instances(asg)[victim] == "Terminating"
-    with pytest.raises(ClientError) as err:
-        asg.complete_lifecycle_action(
-            AutoScalingGroupName="web", LifecycleHookName="drain", InstanceId=victim, LifecycleActionResult="CONTINUE"
-        )
-    assert "No active Lifecycle Action found" in err.value.response["Error"]["Message"]
+    described = asg.describe_auto_scaling_instances(InstanceIds=[victim])["AutoScalingInstances"][0]
+    assert described["LifecycleState"] == "Terminating"
+    for call in (asg.complete_lifecycle_action, asg.record_lifecycle_action_heartbeat):
+        extra = {"LifecycleActionResult": "CONTINUE"} if call == asg.complete_lifecycle_action else {}
+        with pytest.raises(ClientError) as err:
+            call(AutoScalingGroupName="web", LifecycleHookName="drain", InstanceId=victim, **extra)
+        assert err.value.response["Error"]["Code"] == "ValidationError"
+        assert err.value.response["Error"]["Message"] == f"No active Lifecycle Action found with instance ID {victim}"
+    assert drain(sqs, url) == [] and emu.ok("GET", "lifecycle-actions")["lifecycle_actions"] == []
     wait_until(lambda: instances(asg)[victim] == "Terminating:Wait", timeout=5)
+    assert time.time() - t0 >= 1.9
+    (event,) = wait_until(lambda: drain(sqs, url), timeout=2)
+    assert event["detail"]["EC2InstanceId"] == victim
+    (action,) = emu.ok("GET", "lifecycle-actions")["lifecycle_actions"]
+    assert action["secs_left"] > 299  # the timeout counts from Terminating:Wait
     asg.complete_lifecycle_action(
         AutoScalingGroupName="web", LifecycleHookName="drain", InstanceId=victim, LifecycleActionResult="CONTINUE"
     )
+    wait_until(lambda: victim not in instances(asg))
 
 
 def test_two_hooks_both_must_complete(emu, asg, ec2):
     make_group(asg, ec2, desired=1, hooks=[terminate_hook("one"), terminate_hook("two")])
     (victim,) = instances(asg)
     asg.terminate_instance_in_auto_scaling_group(InstanceId=victim, ShouldDecrementDesiredCapacity=True)
+    wait_until(lambda: instances(asg)[victim] == "Terminating:Wait", timeout=5)
     asg.complete_lifecycle_action(AutoScalingGroupName="web", LifecycleHookName="one", InstanceId=victim, LifecycleActionResult="CONTINUE")
     assert instances(asg)[victim] == "Terminating:Wait"
     asg.complete_lifecycle_action(AutoScalingGroupName="web", LifecycleHookName="two", InstanceId=victim, LifecycleActionResult="CONTINUE")
@@ -291,17 +314,7 @@ def test_delete_hook_completes_outstanding_actions(emu, asg, ec2):
     make_group(asg, ec2, desired=1, hooks=[terminate_hook()])
     (victim,) = instances(asg)
     asg.terminate_instance_in_auto_scaling_group(InstanceId=victim, ShouldDecrementDesiredCapacity=True)
+    wait_until(lambda: instances(asg)[victim] == "Terminating:Wait", timeout=5)
     asg.delete_lifecycle_hook(AutoScalingGroupName="web", LifecycleHookName="drain")
     wait_until(lambda: victim not in instances(asg))
     assert asg.describe_lifecycle_hooks(AutoScalingGroupName="web")["LifecycleHooks"] == []
-
-
-def test_short_heartbeat_timeouts_accepted_and_bounds_checked(emu, asg, ec2):
-    make_group(asg, ec2, desired=0)
-    asg.put_lifecycle_hook(AutoScalingGroupName="web", LifecycleHookName="h", LifecycleTransition=TERMINATING, HeartbeatTimeout=1)
-    with pytest.raises(ClientError):
-        asg.put_lifecycle_hook(AutoScalingGroupName="web", LifecycleHookName="h", LifecycleTransition=TERMINATING, HeartbeatTimeout=7201)
-    hook = asg.describe_lifecycle_hooks(AutoScalingGroupName="web")["LifecycleHooks"][0]
-    assert hook["HeartbeatTimeout"] == 1 and hook["GlobalTimeout"] == 100
-    assert hook["DefaultResult"] == "ABANDON"
-    assert "NotificationTargetARN" not in hook and "RoleARN" not in hook
