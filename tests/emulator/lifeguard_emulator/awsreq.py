@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, parse_qsl, unquote
 
 _SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
+_ACCESS_KEY = re.compile(r"Credential=([^/,\s]+)/")
 _MAX_BODY_RECORDED = 256 * 1024
 
 S3_HEADERS = (
@@ -80,6 +81,14 @@ def _flat_form(text: str) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def access_key(environ: dict[str, Any]) -> str | None:
+    """The access key id a request was signed with (header or presigned URL)."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    credential = "Credential=" + unquote(_qs_value(environ.get("QUERY_STRING", ""), "X-Amz-Credential"))
+    match = _ACCESS_KEY.search(auth) or _ACCESS_KEY.search(credential)
+    return match.group(1) if match else None
 
 
 def classify(environ: dict[str, Any]) -> RequestInfo:

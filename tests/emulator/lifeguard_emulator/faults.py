@@ -7,7 +7,12 @@ and/or for the next ``count`` requests, so clients must retry:
 * ``throttle``: S3 503 ``SlowDown``, query protocols 400 ``Throttling``, JSON protocols
   400 ``ThrottlingException``;
 * ``error500``: HTTP 500, code ``InternalError`` (``InternalFailure`` for JSON);
-* ``drop``: the connection is closed without a response.
+* ``drop``: the connection is closed without a response;
+* ``access_denied``: HTTP 403, code ``AccessDenied`` (query protocols; ``AccessDeniedException``
+  for JSON protocols): a permanent failure, as when a role lacks the permission.
+
+``access_key`` limits a fault to requests signed with that access key id, so a test can deny
+one program (an agent with its own credentials) what another (the controller) may do.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from werkzeug.wrappers import Response
 
 from .util import new_uuid
 
-MODES = ("unavailable", "throttle", "error500", "drop")
+MODES = ("unavailable", "throttle", "error500", "drop", "access_denied")
 JSON_SERVICES = {"sqs", "events", "ssm", "logs", "dynamodb", "kms", "secretsmanager", "ecs", "monitoring"}
 EC2_STYLE = {"ec2"}
 
@@ -36,6 +41,7 @@ class Fault:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         self.action = spec.get("action")
+        self.access_key = spec.get("access_key")
         secs = spec.get("secs")
         count = spec.get("count")
         if secs is None and count is None:
@@ -55,6 +61,7 @@ class Fault:
             "id": self.id,
             "service": self.service,
             "action": self.action,
+            "access_key": self.access_key,
             "mode": self.mode,
             "secs_left": None if self.until is None else round(max(0.0, self.until - now), 3),
             "count_left": self.remaining,
@@ -94,7 +101,7 @@ class Faults:
             self._faults = [f for f in self._faults if f.live(now)]
             return [f.to_dict() for f in self._faults]
 
-    def match(self, service: str, action: str | None) -> Fault | None:
+    def match(self, service: str, action: str | None, access_key: str | None = None) -> Fault | None:
         if not self._faults:
             return None
         now = time.monotonic()
@@ -103,6 +110,8 @@ class Faults:
                 if fault.service != service or not fault.live(now):
                     continue
                 if fault.action and fault.action != action:
+                    continue
+                if fault.access_key and fault.access_key != access_key:
                     continue
                 if fault.remaining is not None:
                     fault.remaining -= 1
@@ -137,6 +146,8 @@ def fault_response(fault: Fault, service: str, method: str) -> tuple[Response, s
             status, code = 503, "RequestLimitExceeded"
         else:
             status, code = 400, "Throttling"
+    elif mode == "access_denied":
+        status, code = (400, "AccessDeniedException") if json_proto else (403, "AccessDenied")
     else:
         status, code = 500, ("InternalFailure" if json_proto else "InternalError")
     message = f"Injected fault ({mode}) for {service}"

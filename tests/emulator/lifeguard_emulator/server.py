@@ -87,7 +87,7 @@ class App:
     def _aws(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         info = awsreq.classify(environ)
         call = self.emu.recorder.start(info.service, info.action, info.params, info.region)
-        fault = self.emu.faults.match(info.service, info.action)
+        fault = self.emu.faults.match(info.service, info.action, awsreq.access_key(environ))
         if fault is not None:
             if fault.mode == "drop":
                 self.emu.recorder.finish(call, 0, "ConnectionDropped")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
+import boto3
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
 
 from helpers import instances, make_group, terminate_hook, wait_until
@@ -186,3 +188,34 @@ def test_region_comes_from_the_signature(emu):
     (iid,) = instances(west, "w")
     assert emu.metadata(iid, "/latest/meta-data/placement/region") == (200, "eu-west-1")
     assert emu.ok("GET", "calls?service=autoscaling")["calls"][0]["region"] == "eu-west-1"
+
+
+def as_agent(emu, service):
+    return boto3.client(
+        service,
+        endpoint_url=emu.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDAGENT",
+        aws_secret_access_key="x",
+        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
+    )
+
+
+def test_access_denied_fault_for_one_access_key(emu, sqs):
+    url = sqs.create_queue(QueueName="denied")["QueueUrl"]
+    # An agent signing with its own credentials lacks a permission the controller has.
+    agent = as_agent(emu, "sqs")
+    emu.ok("POST", "faults", {"service": "sqs", "mode": "access_denied", "action": "SendMessage",
+                              "access_key": "AKIDAGENT", "secs": 60})
+    with pytest.raises(ClientError) as err:
+        agent.send_message(QueueUrl=url, MessageBody="x")
+    assert err.value.response["Error"]["Code"] == "AccessDeniedException"
+    sqs.send_message(QueueUrl=url, MessageBody="from another key")
+    asg_agent = as_agent(emu, "autoscaling")
+    emu.ok("POST", "faults", {"service": "autoscaling", "mode": "access_denied", "access_key": "AKIDAGENT", "count": 1})
+    with pytest.raises(ClientError) as err:
+        asg_agent.describe_auto_scaling_groups()
+    assert err.value.response["Error"]["Code"] == "AccessDenied"
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    calls = emu.ok("GET", "calls?service=autoscaling&action=DescribeAutoScalingGroups")["calls"]
+    assert calls[-1]["error_code"] == "AccessDenied"
