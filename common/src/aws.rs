@@ -125,36 +125,7 @@ pub async fn sdk_config(settings: &AwsSettings, credentials: Option<Credentials>
     loader.load().await
 }
 
-/// Whether another attempt of a failed call may succeed: throttling, server errors, timeouts
-/// and connection failures are transient; everything else (validation, permissions, missing
-/// resources) is permanent and retrying it only delays the error.
-pub fn is_transient<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
-    match error {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(service) => {
-            let status = service.raw().status().as_u16();
-            let code = service.err().code().unwrap_or_default();
-            status >= 500 || status == 429 || TRANSIENT_CODES.contains(&code)
-        }
-        _ => false,
-    }
-}
-
-/// Error codes AWS uses for throttling and passing trouble (across query and JSON protocols).
-const TRANSIENT_CODES: [&str; 10] = [
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestLimitExceeded",
-    "TooManyRequestsException",
-    "SlowDown",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "ServiceUnavailable",
-    "InternalFailure",
-];
+pub use crate::retry::is_transient;
 
 /// The error code and message of a service error, for matching specific AWS errors.
 pub fn error_code_and_message<E: ProvideErrorMetadata>(

@@ -6,3 +6,4 @@ pub mod config;
 pub mod lifecycle;
 pub mod logging;
 pub mod message;
+pub mod retry;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::aws::{error_code_and_message, is_transient};
 pub use crate::message::LifecycleResult;
 use crate::message::Transition;
+use crate::retry::Transient;
 use aws_sdk_autoscaling::Client;
 use aws_sdk_autoscaling::error::DisplayErrorContext;
 
@@ -78,6 +79,8 @@ pub enum LifecycleError {
         /// AWS's error code, when AWS answered.
         code: Option<String>,
     },
+    #[error("{operation} {id}: no answer in time")]
+    TimedOut { operation: &'static str, id: String },
 }
 
 impl LifecycleError {
@@ -87,6 +90,15 @@ impl LifecycleError {
             | LifecycleError::DescribeHooks { transient, .. }
             | LifecycleError::Heartbeat { transient, .. }
             | LifecycleError::Complete { transient, .. } => *transient,
+            LifecycleError::TimedOut { .. } => true,
+        }
+    }
+
+    /// An attempt cut off by the caller's own time limit: transient, like any timeout.
+    pub fn timed_out(operation: &'static str, id: &str) -> LifecycleError {
+        LifecycleError::TimedOut {
+            operation,
+            id: id.to_string(),
         }
     }
 
@@ -96,7 +108,14 @@ impl LifecycleError {
             | LifecycleError::DescribeHooks { code, .. }
             | LifecycleError::Heartbeat { code, .. }
             | LifecycleError::Complete { code, .. } => code.as_deref(),
+            LifecycleError::TimedOut { .. } => None,
         }
+    }
+}
+
+impl Transient for LifecycleError {
+    fn is_transient(&self) -> bool {
+        LifecycleError::is_transient(self)
     }
 }
 

@@ -13,20 +13,32 @@ pub const COMMAND_SOURCE: &str = "lifeguard.command";
 /// Where an agent is in a drain or a launch; the event's `detail-type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportPhase {
+    /// The lifecycle action is confirmed (or none is expected) and the drain begins.
     DrainStarted,
+    /// The agent is alive and draining: sent on the agent's own cadence
+    /// ([`AgentReport::report_interval_secs`]), whatever the hook's heartbeat timeout.
+    DrainProgress,
+    /// The agent has just recorded a lifecycle heartbeat.
     DrainHeartbeat,
+    /// The drain ended and the lifecycle action was completed (or none waited).
     DrainFinished,
+    /// The drain ended but something failed: the archive, or the completion
+    /// ([`AgentReport::completion`] says which).
     DrainFailed,
+    /// The agent is alive and running readiness checks on a new instance (its cadence).
+    LaunchProgress,
     LaunchReady,
     LaunchFailed,
 }
 
 impl ReportPhase {
-    const ALL: [ReportPhase; 6] = [
+    const ALL: [ReportPhase; 8] = [
         ReportPhase::DrainStarted,
+        ReportPhase::DrainProgress,
         ReportPhase::DrainHeartbeat,
         ReportPhase::DrainFinished,
         ReportPhase::DrainFailed,
+        ReportPhase::LaunchProgress,
         ReportPhase::LaunchReady,
         ReportPhase::LaunchFailed,
     ];
@@ -34,9 +46,11 @@ impl ReportPhase {
     pub fn detail_type(self) -> &'static str {
         match self {
             ReportPhase::DrainStarted => "Drain Started",
+            ReportPhase::DrainProgress => "Drain Progress",
             ReportPhase::DrainHeartbeat => "Drain Heartbeat",
             ReportPhase::DrainFinished => "Drain Finished",
             ReportPhase::DrainFailed => "Drain Failed",
+            ReportPhase::LaunchProgress => "Launch Progress",
             ReportPhase::LaunchReady => "Launch Ready",
             ReportPhase::LaunchFailed => "Launch Failed",
         }
@@ -46,12 +60,33 @@ impl ReportPhase {
     pub fn name(self) -> &'static str {
         match self {
             ReportPhase::DrainStarted => "drain_started",
+            ReportPhase::DrainProgress => "drain_progress",
             ReportPhase::DrainHeartbeat => "drain_heartbeat",
             ReportPhase::DrainFinished => "drain_finished",
             ReportPhase::DrainFailed => "drain_failed",
+            ReportPhase::LaunchProgress => "launch_progress",
             ReportPhase::LaunchReady => "launch_ready",
             ReportPhase::LaunchFailed => "launch_failed",
         }
+    }
+
+    /// Whether the report ends the agent's part (no more reports follow).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ReportPhase::DrainFinished
+                | ReportPhase::DrainFailed
+                | ReportPhase::LaunchReady
+                | ReportPhase::LaunchFailed
+        )
+    }
+
+    /// Whether the report is about a launch (as opposed to a drain).
+    pub fn is_launch(self) -> bool {
+        matches!(
+            self,
+            ReportPhase::LaunchProgress | ReportPhase::LaunchReady | ReportPhase::LaunchFailed
+        )
     }
 
     pub fn from_detail_type(detail_type: &str) -> Option<Self> {
@@ -98,6 +133,10 @@ pub struct ArchiveSummary {
     pub files: u64,
     #[serde(default)]
     pub skipped_files: u64,
+    /// Hex SHA-256 of the archive's `MANIFEST.json`, the same bytes as the object
+    /// `<key>.manifest.json` stored beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
 }
 
 /// An agent's report. Unknown fields are tolerated so agents and controllers of different
@@ -128,6 +167,46 @@ pub struct AgentReport {
     pub result: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the agent is doing: `steps:NAME`, `archive`, `completing`, `checks`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// The agent's promise: its next report comes within this many seconds, until a final one.
+    /// The controller takes the agent for dead only once several promised reports are missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_interval_secs: Option<u64>,
+    /// How the agent's `CompleteLifecycleAction` ended, in final reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion: Option<CompletionReport>,
+    /// The last lifecycle heartbeat the agent recorded (RFC 3339), when it recorded one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_heartbeat_at: Option<String>,
+}
+
+/// How an agent's completion of its lifecycle action ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompletionReport {
+    /// `CompleteLifecycleAction` succeeded.
+    Completed,
+    /// Auto Scaling said no action waits: completed already, timed out, or never created.
+    NoActiveAction,
+    /// The call failed for good (access denied, throttled past the deadline, ...): the action
+    /// still waits, and `error` says why.
+    Failed,
+    /// The drain expected a lifecycle action but found no hook to complete.
+    NoHook,
+    /// The drain has no lifecycle action (spot, rebalance, maintenance).
+    NotNeeded,
+}
+
+impl CompletionReport {
+    /// Whether the action is known not to wait any more because of the agent or before it.
+    pub fn action_done(self) -> bool {
+        matches!(
+            self,
+            CompletionReport::Completed | CompletionReport::NoActiveAction
+        )
+    }
 }
 
 /// Placeholder while deserializing; the real phase comes from the `detail-type`.
@@ -136,6 +215,27 @@ fn default_phase() -> ReportPhase {
 }
 
 impl AgentReport {
+    /// A report with only its phase and instance; the rest is filled in by the caller.
+    pub fn new(phase: ReportPhase, instance_id: &str) -> AgentReport {
+        AgentReport {
+            phase,
+            instance_id: instance_id.to_string(),
+            asg: None,
+            hook: None,
+            token: None,
+            reason: None,
+            seq: 0,
+            archive: None,
+            steps: Vec::new(),
+            result: None,
+            error: None,
+            stage: None,
+            report_interval_secs: None,
+            completion: None,
+            lifecycle_heartbeat_at: None,
+        }
+    }
+
     /// The whole queue message: an EventBridge-shaped event with this report as its detail.
     pub fn to_event(&self, id: &str, time: &str, region: &str, account: &str) -> Value {
         json!({

@@ -17,8 +17,8 @@ mod types;
 
 pub use explain::Explanation;
 pub use lifeguard::{
-    AGENT_SOURCE, AgentReport, ArchiveSummary, COMMAND_SOURCE, Command, CommandName, ReportPhase,
-    StepOutcome, StepReport,
+    AGENT_SOURCE, AgentReport, ArchiveSummary, COMMAND_SOURCE, Command, CommandName,
+    CompletionReport, ReportPhase, StepOutcome, StepReport,
 };
 pub use types::*;
 

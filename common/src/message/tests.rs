@@ -416,6 +416,7 @@ fn agent_report_round_trips_through_the_event_shape() {
             sha256: "ab".repeat(32),
             files: 3,
             skipped_files: 0,
+            manifest_sha256: Some("cd".repeat(32)),
         }),
         steps: vec![StepReport {
             name: "stop-nginx".into(),
@@ -425,12 +426,52 @@ fn agent_report_round_trips_through_the_event_shape() {
         }],
         result: Some("CONTINUE".into()),
         error: None,
+        stage: Some("completing".into()),
+        report_interval_secs: Some(30),
+        completion: Some(CompletionReport::Completed),
+        lifecycle_heartbeat_at: Some("2026-11-22T09:59:00Z".into()),
     };
     let event = report.to_event("id-1", "2026-11-22T10:00:00Z", "eu-west-1", "123456789012");
     assert_eq!(event["detail-type"], "Drain Finished");
     assert_eq!(event["source"], AGENT_SOURCE);
     let parsed = parse_json(event).unwrap();
     assert_eq!(parsed.message, Message::AgentReport(report));
+}
+
+#[test]
+fn every_report_phase_round_trips_and_reports_from_older_agents_still_parse() {
+    for phase in [
+        ReportPhase::DrainStarted,
+        ReportPhase::DrainProgress,
+        ReportPhase::DrainHeartbeat,
+        ReportPhase::DrainFinished,
+        ReportPhase::DrainFailed,
+        ReportPhase::LaunchProgress,
+        ReportPhase::LaunchReady,
+        ReportPhase::LaunchFailed,
+    ] {
+        let mut report = AgentReport::new(phase, "i-0abc");
+        report.completion = Some(CompletionReport::Failed);
+        let event = report.to_event("id", "2026-11-22T10:00:00Z", "eu-west-1", "1");
+        assert_eq!(event["detail"]["completion"], "failed");
+        assert_eq!(
+            parse_json(event).unwrap().message,
+            Message::AgentReport(report)
+        );
+    }
+    // An agent of the previous version promises no cadence and says nothing of its completion.
+    let event = json!({
+        "detail-type": "Drain Finished", "source": "lifeguard.agent",
+        "detail": {"instance_id": "i-0abc", "seq": 3, "result": "CONTINUE"}
+    });
+    let Message::AgentReport(report) = parse_json(event).unwrap().message else {
+        panic!()
+    };
+    assert_eq!(
+        (report.report_interval_secs, report.completion),
+        (None, None)
+    );
+    assert!(report.phase.is_final() && !report.phase.is_launch());
 }
 
 #[test]
