@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! archive CORPUS_DIR OUTPUT_FILE [--gzip LEVEL | --zstd LEVEL | --none] [--threads N]
-//!         [--block-bytes N] [--deadline-ms N]
+//!         [--block-bytes N] [--deadline-ms N] [--max-files N]
 //! ```
 //!
 //! `--deadline-ms` sets a deadline that long after the start, to see how far past it the archive
@@ -18,13 +18,16 @@ use std::io::BufWriter;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use lifeguard_agent::archive::{ArchiveSpec, Compression, DEFAULT_BLOCK_BYTES, build_archive};
+use lifeguard_agent::archive::{
+    ArchiveSpec, Compression, DEFAULT_BLOCK_BYTES, DEFAULT_MAX_FILES, build_archive,
+};
 
 struct Options {
     corpus: String,
     output: String,
     compression: Compression,
     deadline_ms: Option<u64>,
+    max_files: u64,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -34,6 +37,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     let mut threads: usize = 2;
     let mut block_bytes = DEFAULT_BLOCK_BYTES;
     let mut deadline_ms = None;
+    let mut max_files = DEFAULT_MAX_FILES;
     let mut iter = args.iter();
     let number = |flag: &str, value: Option<&String>| -> Result<i64, String> {
         value
@@ -63,6 +67,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 deadline_ms =
                     Some(u64::try_from(number(arg, iter.next())?).map_err(|e| e.to_string())?);
             }
+            "--max-files" => {
+                max_files = u64::try_from(number(arg, iter.next())?).map_err(|e| e.to_string())?;
+            }
             // What `cargo bench` passes to every bench target.
             "--bench" => {}
             other if other.starts_with("--") => return Err(format!("unknown option {other}")),
@@ -88,6 +95,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         output,
         compression,
         deadline_ms,
+        max_files,
     })
 }
 
@@ -126,6 +134,7 @@ fn main() -> ExitCode {
         compression: options.compression.clone(),
         max_total_bytes: None,
         max_file_bytes: None,
+        max_files: options.max_files,
     };
     let file = match File::create(&options.output) {
         Ok(file) => file,
@@ -163,8 +172,8 @@ fn main() -> ExitCode {
         "cpu_user_s": user,
         "cpu_system_s": system,
         "peak_rss_kib": peak_rss_kib(),
-        "errors": outcome.manifest.errors.len(),
-        "skipped": outcome.manifest.skipped.len(),
+        "errors": outcome.manifest.totals.errors,
+        "skipped": outcome.manifest.totals.skipped,
         "truncated": outcome.manifest.totals.truncated,
     });
     println!("{report}");

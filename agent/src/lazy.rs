@@ -86,18 +86,6 @@ impl<T: ArchiveStore> ArchiveStore for OnFirstUse<T> {
         self.get().await.upload_stream(object, parts, policy).await
     }
 
-    async fn replace_metadata(
-        &self,
-        object: &ObjectSpec,
-        size: u64,
-        policy: &UploadPolicy,
-    ) -> Result<(), String> {
-        self.get()
-            .await
-            .replace_metadata(object, size, policy)
-            .await
-    }
-
     async fn abort_leftover_uploads(&self, object: &ObjectSpec, policy: &UploadPolicy) -> usize {
         self.get()
             .await

@@ -12,26 +12,47 @@
 //! - An exclude pattern with a `/` is matched against the full path (the configured one and the
 //!   resolved one); without a `/`, against the file name (`*.gz`). An excluded directory is not
 //!   entered.
-//! - An entry found through several sources is taken once (by its resolved path).
+//! - An entry found through several sources is taken once, by the first source that covers it
+//!   (decided from the sources' resolved roots, patterns and excludes, so that nothing needs to
+//!   remember every path seen).
 //! - Files are ordered newest first by mtime (ties: path), so that a deadline cuts the oldest.
-//!   `max_file_bytes` keeps the tail of a larger file, then `max_total_bytes` is filled greedily
-//!   in that order: a file that does not fit is skipped and a smaller, older one may still fit.
+//!   Only the newest `max_files` are kept, in a heap of that size: the rest are counted and
+//!   listed as skipped (`max_files`), so memory does not grow with the number of files found.
+//!   Symbolic links are capped at `max_files` too (the first found). `max_file_bytes` keeps the
+//!   tail of a larger file, then `max_total_bytes` is filled greedily in that order: a file that
+//!   does not fit is skipped and a smaller, older one may still fit.
+//!
+//! # A walk that does not end
+//!
+//! Each source is walked on a thread of its own, which sends what it finds over a channel. On a
+//! hung mount, reading a directory or a file's status blocks in the kernel for ever: when no
+//! answer comes for the stall timeout, that source's walk is abandoned (its thread stays blocked;
+//! it holds nothing the archive needs) with what it found, the source is marked incomplete
+//! (`stalled`, with the directory it was in) and the next source is walked. A walk deadline
+//! (a share of the archive's deadline) ends the whole walk the same way (`deadline`).
 
-use std::collections::HashSet;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 use std::fs::{self, Metadata};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering as AtomicOrdering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::time::{Duration, Instant, SystemTime};
 
 use glob::{MatchOptions, Pattern};
 use walkdir::WalkDir;
 
-use super::ArchiveSpec;
 use super::error::ArchiveError;
 use super::manifest::{
-    ErrorRecord, MANIFEST_PATH, Plan, PlannedFile, SkipReason, SkippedRecord, SourceRecord,
-    SymlinkRecord, octal_mode, rfc3339,
+    ErrorRecord, IncompleteWalk, Listed, MANIFEST_PATH, Plan, PlannedFile, SkipReason,
+    SkippedRecord, SourceRecord, SymlinkRecord, WalkStop, manifest_name, octal_mode, rfc3339,
 };
+use super::writer::stalled_message;
+use super::{ArchiveSpec, STALL_TIMEOUT};
 
 /// `*` and `?` stay within one path component; `**` crosses them.
 const MATCH: MatchOptions = MatchOptions {
@@ -39,6 +60,46 @@ const MATCH: MatchOptions = MatchOptions {
     require_literal_separator: true,
     require_literal_leading_dot: false,
 };
+
+/// The walk may take this share of the time to the archive's deadline: enough to list hundreds
+/// of thousands of files on healthy storage, while most of the time is left for reading them
+/// when a walk gets stuck.
+const WALK_SHARE: f64 = 0.25;
+
+/// Findings a walker may send ahead of the collector.
+const WALK_CHANNEL: usize = 1024;
+
+/// The instant the walk must end by: its share of the time from `started` to `deadline`.
+pub(crate) fn walk_deadline(started: Instant, deadline: Instant) -> Instant {
+    started
+        + deadline
+            .saturating_duration_since(started)
+            .mul_f64(WALK_SHARE)
+}
+
+/// How long the walk may take.
+#[derive(Debug, Clone)]
+pub(crate) struct WalkLimits {
+    /// The walk stops here and keeps what it found; `None`: no deadline.
+    pub deadline: Option<Instant>,
+    /// A walk with no news for this long is stuck.
+    pub stall_timeout: Duration,
+    /// Debug builds: the walk hangs this long before reading this directory (tests).
+    #[cfg(debug_assertions)]
+    pub hang: Option<(PathBuf, Duration)>,
+}
+
+impl WalkLimits {
+    /// No deadline, the usual stall timeout (`drain --dry-run`).
+    pub fn without_deadline() -> WalkLimits {
+        WalkLimits {
+            deadline: None,
+            stall_timeout: STALL_TIMEOUT,
+            #[cfg(debug_assertions)]
+            hang: None,
+        }
+    }
+}
 
 /// The selection with what the writer needs beyond the public plan.
 #[derive(Debug)]
@@ -48,11 +109,13 @@ pub(crate) struct Selection {
     pub files: Vec<SelectedFile>,
     /// By path.
     pub links: Vec<SelectedLink>,
-    pub skipped: Vec<SkippedRecord>,
-    pub errors: Vec<ErrorRecord>,
+    pub skipped: Listed<SkippedRecord>,
+    pub errors: Listed<ErrorRecord>,
+    /// Some source's walk stopped early.
+    pub walk_incomplete: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct SelectedFile {
     pub planned: PlannedFile,
     /// Where to read it (a configured root's symbolic links resolved).
@@ -80,20 +143,24 @@ impl Selection {
             sources: self.sources,
             files: self.files.into_iter().map(|f| f.planned).collect(),
             symlinks: self.links.into_iter().map(|l| l.record).collect(),
-            skipped: self.skipped,
-            errors: self.errors,
+            skipped_count: self.skipped.count,
+            skipped_bytes: self.skipped.bytes,
+            error_count: self.errors.count,
+            skipped: self.skipped.records,
+            errors: self.errors.records,
             file_bytes,
         }
     }
 }
 
 /// Expands the sources, stats everything, orders and applies the caps. Reads no file contents.
-pub(crate) fn select(spec: &ArchiveSpec) -> Result<Selection, ArchiveError> {
-    let excludes = spec
-        .exclude
-        .iter()
-        .map(|p| Exclude::parse(p))
-        .collect::<Result<Vec<_>, _>>()?;
+pub(crate) fn select(spec: &ArchiveSpec, limits: &WalkLimits) -> Result<Selection, ArchiveError> {
+    let excludes = Arc::new(
+        spec.exclude
+            .iter()
+            .map(|p| Exclude::parse(p))
+            .collect::<Result<Vec<_>, _>>()?,
+    );
     let sources = spec
         .sources
         .iter()
@@ -101,31 +168,28 @@ pub(crate) fn select(spec: &ArchiveSpec) -> Result<Selection, ArchiveError> {
         .collect::<Result<Vec<_>, _>>()?;
 
     let mut collector = Collector {
-        excludes: &excludes,
-        seen: HashSet::new(),
-        matched: 0,
-        files: Vec::new(),
+        max_files: spec.max_files,
+        files: BinaryHeap::new(),
         links: Vec::new(),
-        skipped: Vec::new(),
-        errors: Vec::new(),
+        skipped: Listed::default(),
+        errors: Listed::default(),
     };
+    let mut claims: Vec<Claim> = Vec::new();
     let mut records = Vec::with_capacity(sources.len());
-    for (text, source) in spec.sources.iter().zip(&sources) {
-        let before = collector.matched;
-        match source {
-            Source::Path(path) => collector.collect_path(path),
-            Source::Glob {
-                root,
-                pattern,
-                depth,
-            } => collector.collect_glob(root, pattern, *depth),
-        }
+    let mut walk_incomplete = false;
+    for (text, source) in spec.sources.iter().zip(sources) {
+        let walked = collector.walk(source, &excludes, &claims, limits);
+        walk_incomplete |= walked.incomplete.is_some();
+        claims.extend(walked.claim);
         records.push(SourceRecord {
             source: text.clone(),
-            matched: collector.matched - before,
+            matched: walked.matched,
+            incomplete: walked.incomplete,
         });
     }
-    Ok(collector.finish(spec, records))
+    let mut selection = collector.finish(spec, records);
+    selection.walk_incomplete = walk_incomplete;
+    Ok(selection)
 }
 
 /// A parsed source.
@@ -146,6 +210,14 @@ fn has_wildcard(component: &str) -> bool {
 }
 
 impl Source {
+    /// The configured root: the path itself, or what comes before the first wildcard.
+    fn root(&self) -> &Path {
+        match self {
+            Source::Path(path) => path,
+            Source::Glob { root, .. } => root,
+        }
+    }
+
     fn parse(text: &str) -> Result<Source, ArchiveError> {
         if !text.starts_with('/') {
             return Err(ArchiveError::RelativeSource {
@@ -230,92 +302,275 @@ impl Exclude {
     }
 }
 
-struct Collector<'a> {
-    excludes: &'a [Exclude],
-    /// Resolved paths already taken.
-    seen: HashSet<PathBuf>,
-    /// Entries matched so far (duplicates included), for [`SourceRecord::matched`].
-    matched: u64,
-    files: Vec<(SelectedFile, i128)>,
-    links: Vec<SelectedLink>,
-    skipped: Vec<SkippedRecord>,
-    errors: Vec<ErrorRecord>,
+/// What a source covers, for the sources after it: an entry the walk of an earlier source
+/// takes is not taken again.
+#[derive(Debug, Clone)]
+struct Claim {
+    logical_root: PathBuf,
+    real_root: PathBuf,
+    kind: ClaimKind,
 }
 
-fn lossy(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
+#[derive(Debug, Clone)]
+enum ClaimKind {
+    /// A path source that is a file: that file.
+    File,
+    /// A path source that is a directory: everything below it, excludes applied.
+    Dir,
+    /// A glob source: what matches below its root, and everything below a matching directory.
+    Glob {
+        pattern: Pattern,
+        depth: Option<usize>,
+    },
 }
 
-impl Collector<'_> {
-    fn error(&mut self, path: &Path, operation: &str, error: &io::Error) {
-        self.errors.push(ErrorRecord {
-            path: lossy(path),
-            operation: operation.to_string(),
+fn excluded(excludes: &[Exclude], logical: &Path, real: &Path) -> bool {
+    excludes.iter().any(|e| e.matches(logical, real))
+}
+
+impl Claim {
+    /// Whether this source's walk takes the entry at `real` (a resolved path, not a directory):
+    /// the same decisions as the walk, made on the path's components.
+    fn takes(&self, real: &Path, excludes: &[Exclude]) -> bool {
+        let (pattern, depth_limit) = match &self.kind {
+            ClaimKind::File => return real == self.real_root,
+            ClaimKind::Dir => (None, None),
+            ClaimKind::Glob { pattern, depth } => (Some(pattern), *depth),
+        };
+        let Ok(relative) = real.strip_prefix(&self.real_root) else {
+            return false;
+        };
+        let mut matched = pattern.is_none();
+        let mut logical = self.logical_root.clone();
+        let mut physical = self.real_root.clone();
+        for (index, component) in relative.components().enumerate() {
+            logical.push(component);
+            physical.push(component);
+            if excluded(excludes, &logical, &physical) {
+                return false;
+            }
+            if !matched
+                && let Some(pattern) = pattern
+                && depth_limit.is_none_or(|limit| index < limit)
+                && pattern.matches_path_with(&logical, MATCH)
+            {
+                matched = true;
+            }
+        }
+        matched && !relative.as_os_str().is_empty()
+    }
+}
+
+/// What a walker thread tells the collector, in order.
+enum Walked {
+    /// The source's root is resolved and will be walked.
+    Claim(Claim),
+    /// The walk is now in this directory (its configured name).
+    Dir(PathBuf),
+    /// A file, link or special file, with its status (not following links).
+    Entry(Found),
+    /// An entry an earlier source took: it only counts as matched.
+    Taken,
+    /// Something that could not be examined.
+    Error {
+        path: PathBuf,
+        operation: &'static str,
+        error: String,
+    },
+}
+
+struct Found {
+    logical: PathBuf,
+    real: PathBuf,
+    meta: Metadata,
+    /// A link's target, read on the walker thread.
+    target: Option<io::Result<PathBuf>>,
+}
+
+/// What the walker thread is doing, for naming the call that stalled.
+#[derive(Clone, Copy)]
+#[repr(u8)]
+enum Stage {
+    Resolve,
+    Stat,
+    Walk,
+    ReadLink,
+}
+
+impl Stage {
+    const ALL: [Stage; 4] = [Stage::Resolve, Stage::Stat, Stage::Walk, Stage::ReadLink];
+
+    fn operation(self) -> &'static str {
+        match self {
+            Stage::Resolve => "resolve",
+            Stage::Stat => "stat",
+            Stage::Walk => "walk",
+            Stage::ReadLink => "read_link",
+        }
+    }
+}
+
+/// One source's walk, on its own thread: makes every blocking call and sends what it finds.
+struct Walker {
+    excludes: Arc<Vec<Exclude>>,
+    earlier: Vec<Claim>,
+    tx: SyncSender<Walked>,
+    stage: Arc<AtomicU8>,
+    #[cfg(debug_assertions)]
+    hang: Option<(PathBuf, Duration)>,
+}
+
+/// `None`: the collector is gone (it stopped waiting); the walker ends.
+type Sent = Option<()>;
+
+impl Walker {
+    fn send(&self, event: Walked) -> Sent {
+        self.tx.send(event).ok()
+    }
+
+    fn at(&self, stage: Stage) {
+        self.stage.store(stage as u8, AtomicOrdering::Relaxed);
+    }
+
+    fn error(&self, path: &Path, operation: &'static str, error: &io::Error) -> Sent {
+        self.send(Walked::Error {
+            path: path.to_path_buf(),
+            operation,
             error: error.to_string(),
-        });
+        })
     }
 
     fn excluded(&self, logical: &Path, real: &Path) -> bool {
-        self.excludes.iter().any(|e| e.matches(logical, real))
+        excluded(&self.excludes, logical, real)
     }
 
-    /// Resolves a configured root's symbolic links once. `None` when it does not exist (nothing
-    /// to archive, not an error) or cannot be resolved (recorded).
-    fn resolve(&mut self, root: &Path) -> Option<PathBuf> {
+    fn taken(&self, real: &Path) -> bool {
+        self.earlier.iter().any(|c| c.takes(real, &self.excludes))
+    }
+
+    fn run(self, source: Source) -> Sent {
+        match source {
+            Source::Path(path) => {
+                let Some(real) = self.resolve(&path)? else {
+                    return Some(());
+                };
+                if self.excluded(&path, &real) {
+                    return Some(());
+                }
+                self.at(Stage::Stat);
+                match fs::metadata(&real) {
+                    Ok(meta) if meta.is_dir() => {
+                        self.claim(&path, &real, ClaimKind::Dir)?;
+                        self.walk_dir(&path, &real)
+                    }
+                    Ok(meta) => {
+                        self.claim(&path, &real, ClaimKind::File)?;
+                        if self.taken(&real) {
+                            return self.send(Walked::Taken);
+                        }
+                        self.send(Walked::Entry(Found {
+                            logical: path,
+                            real,
+                            meta,
+                            target: None,
+                        }))
+                    }
+                    Err(e) => self.error(&path, "stat", &e),
+                }
+            }
+            Source::Glob {
+                root,
+                pattern,
+                depth,
+            } => {
+                let Some(real_root) = self.resolve(&root)? else {
+                    return Some(());
+                };
+                self.at(Stage::Stat);
+                if !fs::metadata(&real_root).is_ok_and(|m| m.is_dir()) {
+                    return Some(());
+                }
+                let kind = ClaimKind::Glob {
+                    pattern: pattern.clone(),
+                    depth,
+                };
+                self.claim(&root, &real_root, kind)?;
+                self.walk_glob(&root, &real_root, &pattern, depth)
+            }
+        }
+    }
+
+    fn claim(&self, logical_root: &Path, real_root: &Path, kind: ClaimKind) -> Sent {
+        self.send(Walked::Claim(Claim {
+            logical_root: logical_root.to_path_buf(),
+            real_root: real_root.to_path_buf(),
+            kind,
+        }))
+    }
+
+    /// Resolves a configured root's symbolic links once. `Some(None)` when it does not exist
+    /// (nothing to archive, not an error) or cannot be resolved (recorded).
+    fn resolve(&self, root: &Path) -> Option<Option<PathBuf>> {
+        self.at(Stage::Resolve);
         match fs::canonicalize(root) {
-            Ok(real) => Some(real),
+            Ok(real) => Some(Some(real)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // A dangling link as a root is worth reporting; a missing path is not.
                 if fs::symlink_metadata(root).is_ok() {
-                    self.error(root, "resolve", &e);
+                    self.error(root, "resolve", &e)?;
                 }
-                None
+                Some(None)
             }
             Err(e) => {
-                self.error(root, "resolve", &e);
-                None
+                self.error(root, "resolve", &e)?;
+                Some(None)
             }
         }
     }
 
-    fn collect_path(&mut self, path: &Path) {
-        let Some(real) = self.resolve(path) else {
-            return;
-        };
-        if self.excluded(path, &real) {
-            return;
+    /// Says which directory the walk is in, before it reads it.
+    fn entering(&self, logical: &Path, real: &Path) -> Sent {
+        self.send(Walked::Dir(logical.to_path_buf()))?;
+        #[cfg(debug_assertions)]
+        if let Some((dir, duration)) = &self.hang
+            && dir == real
+        {
+            self.at(Stage::Walk);
+            std::thread::sleep(*duration);
         }
-        match fs::metadata(&real) {
-            Ok(meta) if meta.is_dir() => self.walk_dir(path, &real),
-            Ok(meta) => self.add(path.to_path_buf(), real, meta),
-            Err(e) => self.error(path, "stat", &e),
-        }
+        #[cfg(not(debug_assertions))]
+        let _ = real;
+        Some(())
     }
 
-    fn collect_glob(&mut self, root: &Path, pattern: &Pattern, depth: Option<usize>) {
-        let Some(real_root) = self.resolve(root) else {
-            return;
-        };
-        if !fs::metadata(&real_root).is_ok_and(|m| m.is_dir()) {
-            return;
-        }
-        let mut walker = WalkDir::new(&real_root)
-            .follow_links(false)
-            .min_depth(1)
-            .sort_by_file_name();
+    fn walk_glob(
+        &self,
+        root: &Path,
+        real_root: &Path,
+        pattern: &Pattern,
+        depth: Option<usize>,
+    ) -> Sent {
+        self.entering(root, real_root)?;
+        let mut walker = WalkDir::new(real_root).follow_links(false).min_depth(1);
         if let Some(depth) = depth {
             walker = walker.max_depth(depth);
         }
         let mut entries = walker.into_iter();
-        while let Some(next) = entries.next() {
+        let mut current = real_root.to_path_buf();
+        loop {
+            self.at(Stage::Walk);
+            let Some(next) = entries.next() else {
+                return Some(());
+            };
             let entry = match next {
                 Ok(entry) => entry,
                 Err(e) => {
-                    self.walk_error(root, &real_root, &e);
+                    self.walk_error(root, real_root, &e)?;
                     continue;
                 }
             };
-            let logical = logical_path(root, &real_root, entry.path());
+            let logical = logical_path(root, real_root, entry.path());
+            self.follow(&mut current, root, real_root, entry.path())?;
             let is_dir = entry.file_type().is_dir();
             if self.excluded(&logical, entry.path()) {
                 if is_dir {
@@ -324,33 +579,63 @@ impl Collector<'_> {
                 continue;
             }
             if !pattern.matches_path_with(&logical, MATCH) {
+                if is_dir && depth.is_none_or(|d| entry.depth() < d) {
+                    self.entering(&logical, entry.path())?;
+                    entry.path().clone_into(&mut current);
+                }
                 continue;
             }
             if is_dir {
                 entries.skip_current_dir();
-                self.walk_dir(&logical, entry.path());
+                self.walk_dir(&logical, entry.path())?;
+                // Back in the directory being globbed.
+                self.send(Walked::Dir(logical_path(root, real_root, &current)))?;
             } else {
-                self.add_walked(logical, entry);
+                self.add_walked(logical, entry)?;
             }
         }
     }
 
+    /// When the walk has moved to another directory than `current` (back up, after a
+    /// subdirectory), says so.
+    fn follow(
+        &self,
+        current: &mut PathBuf,
+        logical_root: &Path,
+        real_root: &Path,
+        found: &Path,
+    ) -> Sent {
+        if let Some(parent) = found.parent()
+            && parent != current.as_path()
+        {
+            parent.clone_into(current);
+            self.send(Walked::Dir(logical_path(logical_root, real_root, parent)))?;
+        }
+        Some(())
+    }
+
     /// Everything below a directory, without following links.
-    fn walk_dir(&mut self, logical_root: &Path, real_root: &Path) {
+    fn walk_dir(&self, logical_root: &Path, real_root: &Path) -> Sent {
+        self.entering(logical_root, real_root)?;
         let mut entries = WalkDir::new(real_root)
             .follow_links(false)
             .min_depth(1)
-            .sort_by_file_name()
             .into_iter();
-        while let Some(next) = entries.next() {
+        let mut current = real_root.to_path_buf();
+        loop {
+            self.at(Stage::Walk);
+            let Some(next) = entries.next() else {
+                return Some(());
+            };
             let entry = match next {
                 Ok(entry) => entry,
                 Err(e) => {
-                    self.walk_error(logical_root, real_root, &e);
+                    self.walk_error(logical_root, real_root, &e)?;
                     continue;
                 }
             };
             let logical = logical_path(logical_root, real_root, entry.path());
+            self.follow(&mut current, logical_root, real_root, entry.path())?;
             let is_dir = entry.file_type().is_dir();
             if self.excluded(&logical, entry.path()) {
                 if is_dir {
@@ -358,13 +643,16 @@ impl Collector<'_> {
                 }
                 continue;
             }
-            if !is_dir {
-                self.add_walked(logical, entry);
+            if is_dir {
+                self.entering(&logical, entry.path())?;
+                entry.path().clone_into(&mut current);
+            } else {
+                self.add_walked(logical, entry)?;
             }
         }
     }
 
-    fn walk_error(&mut self, logical_root: &Path, real_root: &Path, e: &walkdir::Error) {
+    fn walk_error(&self, logical_root: &Path, real_root: &Path, e: &walkdir::Error) -> Sent {
         let path = e.path().map_or_else(
             || logical_root.to_path_buf(),
             |p| logical_path(logical_root, real_root, p),
@@ -373,130 +661,362 @@ impl Collector<'_> {
             Some(io) => io.to_string(),
             None => e.to_string(),
         };
-        self.errors.push(ErrorRecord {
-            path: lossy(&path),
-            operation: "walk".to_string(),
+        self.send(Walked::Error {
+            path,
+            operation: "walk",
             error,
-        });
+        })
     }
 
-    fn add_walked(&mut self, logical: PathBuf, entry: walkdir::DirEntry) {
+    fn add_walked(&self, logical: PathBuf, entry: walkdir::DirEntry) -> Sent {
+        if self.taken(entry.path()) {
+            return self.send(Walked::Taken);
+        }
         // Without following links this is an lstat: a link is seen as a link.
-        match entry.metadata() {
-            Ok(meta) => self.add(logical, entry.into_path(), meta),
+        self.at(Stage::Stat);
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
             Err(e) => {
                 let error = match e.io_error() {
                     Some(io) => io.to_string(),
                     None => e.to_string(),
                 };
-                self.errors.push(ErrorRecord {
-                    path: lossy(&logical),
-                    operation: "stat".to_string(),
+                return self.send(Walked::Error {
+                    path: logical,
+                    operation: "stat",
                     error,
                 });
             }
+        };
+        let real = entry.into_path();
+        let target = meta.file_type().is_symlink().then(|| {
+            self.at(Stage::ReadLink);
+            fs::read_link(&real)
+        });
+        self.send(Walked::Entry(Found {
+            logical,
+            real,
+            meta,
+            target,
+        }))
+    }
+}
+
+/// A file found, kept in the heap of the newest ones: only what the archive needs of it.
+#[derive(Debug)]
+struct Candidate {
+    logical: PathBuf,
+    /// Where to read it, when that is not `logical` (a configured root's links resolved).
+    real: Option<PathBuf>,
+    size: u64,
+    mtime: SystemTime,
+    mtime_ns: i128,
+    mode: u32,
+}
+
+/// Archive order: newest first, ties by path. The heap's top is the file archived last, the
+/// first to give up its place.
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.mtime_ns.cmp(&self.mtime_ns).then_with(|| {
+            self.logical
+                .as_os_str()
+                .as_bytes()
+                .cmp(other.logical.as_os_str().as_bytes())
+        })
+    }
+}
+
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Candidate {}
+
+/// What one source's walk gave.
+struct SourceWalk {
+    matched: u64,
+    incomplete: Option<IncompleteWalk>,
+    claim: Option<Claim>,
+}
+
+/// Gathers what the walkers find, within bounds: the newest `max_files` files, as many links,
+/// and counted lists of what is left out.
+struct Collector {
+    max_files: u64,
+    files: BinaryHeap<Candidate>,
+    links: Vec<SelectedLink>,
+    skipped: Listed<SkippedRecord>,
+    errors: Listed<ErrorRecord>,
+}
+
+fn incomplete(reason: WalkStop, path: &Path) -> IncompleteWalk {
+    let (path, path_base64) = manifest_name(path);
+    IncompleteWalk {
+        reason,
+        path,
+        path_base64,
+    }
+}
+
+impl Collector {
+    fn error(&mut self, path: &Path, operation: &str, error: String) {
+        self.errors.push_with(0, || {
+            let (path, path_base64) = manifest_name(path);
+            ErrorRecord {
+                path,
+                path_base64,
+                operation: operation.to_string(),
+                error,
+            }
+        });
+    }
+
+    fn skip(&mut self, path: &Path, size: u64, reason: SkipReason) {
+        self.skipped.push_with(size, || {
+            let (path, path_base64) = manifest_name(path);
+            SkippedRecord {
+                path,
+                path_base64,
+                size,
+                reason,
+            }
+        });
+    }
+
+    /// Walks one source on a walker thread, collecting what it finds until it ends, stalls,
+    /// or the walk's deadline passes.
+    fn walk(
+        &mut self,
+        source: Source,
+        excludes: &Arc<Vec<Exclude>>,
+        claims: &[Claim],
+        limits: &WalkLimits,
+    ) -> SourceWalk {
+        let root = source.root().to_path_buf();
+        let mut walked = SourceWalk {
+            matched: 0,
+            incomplete: None,
+            claim: None,
+        };
+        if limits.deadline.is_some_and(|d| Instant::now() >= d) {
+            walked.incomplete = Some(incomplete(WalkStop::Deadline, &root));
+            return walked;
         }
+        let (tx, rx) = mpsc::sync_channel(WALK_CHANNEL);
+        let stage = Arc::new(AtomicU8::new(Stage::Resolve as u8));
+        let walker = Walker {
+            excludes: Arc::clone(excludes),
+            earlier: claims.to_vec(),
+            tx,
+            stage: Arc::clone(&stage),
+            #[cfg(debug_assertions)]
+            hang: limits.hang.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name("archive-walk".to_string())
+            .spawn(move || walker.run(source));
+        if let Err(e) = spawned {
+            self.error(&root, "walk", format!("starting a walker thread: {e}"));
+            walked.incomplete = Some(incomplete(WalkStop::Stalled, &root));
+            return walked;
+        }
+        let mut at = root;
+        let mut last_news = Instant::now();
+        loop {
+            let now = Instant::now();
+            if limits.deadline.is_some_and(|d| now >= d) {
+                walked.incomplete = Some(incomplete(WalkStop::Deadline, &at));
+                break;
+            }
+            let stall_at = last_news + limits.stall_timeout;
+            let until = limits.deadline.map_or(stall_at, |d| d.min(stall_at));
+            match rx.recv_timeout(until.saturating_duration_since(now)) {
+                Ok(event) => {
+                    last_news = Instant::now();
+                    match event {
+                        Walked::Claim(claim) => walked.claim = Some(claim),
+                        Walked::Dir(dir) => at = dir,
+                        Walked::Taken => walked.matched += 1,
+                        Walked::Entry(found) => {
+                            walked.matched += 1;
+                            self.add(found);
+                        }
+                        Walked::Error {
+                            path,
+                            operation,
+                            error,
+                        } => self.error(&path, operation, error),
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    let waited = last_news.elapsed();
+                    if waited < limits.stall_timeout {
+                        walked.incomplete = Some(incomplete(WalkStop::Deadline, &at));
+                        break;
+                    }
+                    // The walker stays blocked in the kernel; it ends by itself if the call
+                    // ever returns and finds the channel closed.
+                    let stage = stage.load(AtomicOrdering::Relaxed);
+                    let operation = Stage::ALL
+                        .iter()
+                        .find(|s| **s as u8 == stage)
+                        .map_or("walk", |s| s.operation());
+                    let what = "the rest of this source was not searched";
+                    self.error(&at, operation, stalled_message(waited, what));
+                    walked.incomplete = Some(incomplete(WalkStop::Stalled, &at));
+                    break;
+                }
+            }
+        }
+        walked
     }
 
     /// One entry found: a file, a link or something else (never a directory).
-    fn add(&mut self, logical: PathBuf, real: PathBuf, meta: Metadata) {
-        self.matched += 1;
-        if !self.seen.insert(real.clone()) {
-            return;
-        }
+    fn add(&mut self, found: Found) {
+        let Found {
+            logical,
+            real,
+            meta,
+            target,
+        } = found;
         let file_type = meta.file_type();
-        let archive_name = logical
-            .strip_prefix("/")
-            .map_or_else(|_| logical.clone(), Path::to_path_buf);
-        let path = lossy(&logical);
         if file_type.is_file() {
-            let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
             let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
-            let planned = PlannedFile {
-                path,
+            let candidate = Candidate {
+                real: (real != logical).then_some(real),
+                logical,
                 size: meta.len(),
-                original_size: meta.len(),
-                offset: 0,
-                mtime: rfc3339(mtime),
-                mode: octal_mode(meta.permissions().mode()),
-            };
-            self.files.push((
-                SelectedFile {
-                    planned,
-                    real_path: real,
-                    archive_name,
-                },
+                mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
                 mtime_ns,
-            ));
+                mode: meta.permissions().mode(),
+            };
+            self.offer(candidate);
         } else if file_type.is_symlink() {
-            match fs::read_link(&real) {
-                Ok(target) => self.links.push(SelectedLink {
-                    record: SymlinkRecord {
-                        path,
-                        target: lossy(&target),
-                    },
-                    archive_name,
-                    target,
-                    metadata: meta,
-                }),
-                Err(e) => self.error(&logical, "read_link", &e),
+            match target {
+                Some(Ok(target)) if (self.links.len() as u64) < self.max_files => {
+                    let archive_name = archive_name(&logical);
+                    let (path, path_base64) = manifest_name(&logical);
+                    let (target_text, target_base64) = manifest_name(&target);
+                    self.links.push(SelectedLink {
+                        record: SymlinkRecord {
+                            path,
+                            path_base64,
+                            target: target_text,
+                            target_base64,
+                        },
+                        archive_name,
+                        target,
+                        metadata: meta,
+                    });
+                }
+                Some(Ok(_)) => self.skip(&logical, 0, SkipReason::MaxFiles),
+                Some(Err(e)) => self.error(&logical, "read_link", e.to_string()),
+                None => self.error(&logical, "read_link", "not read".to_string()),
             }
         } else {
-            self.skipped.push(SkippedRecord {
-                path,
-                size: 0,
-                reason: SkipReason::SpecialFile,
-            });
+            self.skip(&logical, 0, SkipReason::SpecialFile);
         }
     }
 
-    /// Orders the files newest first and applies the caps.
-    fn finish(mut self, spec: &ArchiveSpec, sources: Vec<SourceRecord>) -> Selection {
-        self.files.sort_by(|(a, a_mtime), (b, b_mtime)| {
-            b_mtime
-                .cmp(a_mtime)
-                .then_with(|| a.planned.path.cmp(&b.planned.path))
-        });
-        self.links.sort_by(|a, b| a.record.path.cmp(&b.record.path));
+    /// Keeps a file if it is among the newest `max_files` found so far; what gives up its
+    /// place (it, or the oldest kept) is skipped.
+    fn offer(&mut self, candidate: Candidate) {
+        if (self.files.len() as u64) < self.max_files {
+            self.files.push(candidate);
+            return;
+        }
+        let left_out = match self.files.peek_mut() {
+            Some(mut last) if candidate < *last => std::mem::replace(&mut *last, candidate),
+            _ => candidate,
+        };
+        self.skip(&left_out.logical, left_out.size, SkipReason::MaxFiles);
+    }
 
-        let mut files = Vec::with_capacity(self.files.len());
+    /// Orders the files newest first and applies the byte caps.
+    fn finish(mut self, spec: &ArchiveSpec, sources: Vec<SourceRecord>) -> Selection {
+        // What the walk listed, by path, whatever order the directories were read in.
+        self.skipped.records.sort_by(|a, b| a.path.cmp(&b.path));
+        self.errors.records.sort_by(|a, b| a.path.cmp(&b.path));
+        self.links.sort_by(|a, b| {
+            a.archive_name
+                .as_os_str()
+                .as_bytes()
+                .cmp(b.archive_name.as_os_str().as_bytes())
+        });
+
+        let candidates = self.files.into_sorted_vec();
+        let mut files = Vec::with_capacity(candidates.len());
         let mut total: u64 = 0;
-        for (mut file, _) in self.files {
-            if file.archive_name == Path::new(MANIFEST_PATH) {
-                self.skipped.push(SkippedRecord {
-                    path: file.planned.path,
-                    size: file.planned.original_size,
-                    reason: SkipReason::NameConflict,
+        for candidate in candidates {
+            let archive_name = archive_name(&candidate.logical);
+            let original = candidate.size;
+            if archive_name == Path::new(MANIFEST_PATH) {
+                self.skipped.push_with(original, || {
+                    let (path, path_base64) = manifest_name(&candidate.logical);
+                    SkippedRecord {
+                        path,
+                        path_base64,
+                        size: original,
+                        reason: SkipReason::NameConflict,
+                    }
                 });
                 continue;
             }
-            let original = file.planned.original_size;
             let size = spec
                 .max_file_bytes
                 .map_or(original, |cap| original.min(cap));
             if let Some(cap) = spec.max_total_bytes
                 && total.saturating_add(size) > cap
             {
-                self.skipped.push(SkippedRecord {
-                    path: file.planned.path,
-                    size: original,
-                    reason: SkipReason::MaxTotalBytes,
+                self.skipped.push_with(original, || {
+                    let (path, path_base64) = manifest_name(&candidate.logical);
+                    SkippedRecord {
+                        path,
+                        path_base64,
+                        size: original,
+                        reason: SkipReason::MaxTotalBytes,
+                    }
                 });
                 continue;
             }
             total += size;
-            file.planned.size = size;
-            file.planned.offset = original - size;
-            files.push(file);
+            let (path, path_base64) = manifest_name(&candidate.logical);
+            files.push(SelectedFile {
+                planned: PlannedFile {
+                    path,
+                    path_base64,
+                    size,
+                    original_size: original,
+                    offset: original - size,
+                    mtime: rfc3339(candidate.mtime),
+                    mode: octal_mode(candidate.mode),
+                },
+                real_path: candidate.real.unwrap_or_else(|| candidate.logical.clone()),
+                archive_name,
+            });
         }
         let mut links = Vec::with_capacity(self.links.len());
         for link in self.links {
             if link.archive_name == Path::new(MANIFEST_PATH) {
-                self.skipped.push(SkippedRecord {
-                    path: link.record.path,
-                    size: 0,
-                    reason: SkipReason::NameConflict,
-                });
+                self.skipped.push(
+                    SkippedRecord {
+                        path: link.record.path,
+                        path_base64: link.record.path_base64,
+                        size: 0,
+                        reason: SkipReason::NameConflict,
+                    },
+                    0,
+                );
             } else {
                 links.push(link);
             }
@@ -507,8 +1027,16 @@ impl Collector<'_> {
             links,
             skipped: self.skipped,
             errors: self.errors,
+            walk_incomplete: false,
         }
     }
+}
+
+/// An entry's name inside the archive: its configured path without the leading `/`.
+fn archive_name(logical: &Path) -> PathBuf {
+    logical
+        .strip_prefix("/")
+        .map_or_else(|_| logical.to_path_buf(), Path::to_path_buf)
 }
 
 /// The configured name of an entry found below a resolved root.

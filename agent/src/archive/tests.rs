@@ -17,6 +17,8 @@ use super::*;
 #[derive(Debug)]
 struct Entry {
     path: String,
+    /// The name's exact bytes, as stored in the tar.
+    raw_path: Vec<u8>,
     kind: tar::EntryType,
     data: Vec<u8>,
     link: Option<String>,
@@ -32,6 +34,7 @@ fn decode_tar(reader: impl Read) -> Vec<Entry> {
         .map(|entry| {
             let mut entry = entry.unwrap();
             let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let raw_path = entry.path_bytes().into_owned();
             let link = entry
                 .link_name()
                 .unwrap()
@@ -46,6 +49,7 @@ fn decode_tar(reader: impl Read) -> Vec<Entry> {
             entry.read_to_end(&mut data).unwrap();
             Entry {
                 path,
+                raw_path,
                 kind,
                 data,
                 link,
@@ -79,6 +83,7 @@ fn spec(sources: &[String]) -> ArchiveSpec {
         compression: gzip(),
         max_total_bytes: None,
         max_file_bytes: None,
+        max_files: DEFAULT_MAX_FILES,
     }
 }
 
@@ -480,6 +485,7 @@ fn vanished_and_unreadable_files_are_errors_not_aborts() {
     let hooks = Hooks {
         before_open: Some(&hook),
         after_open: None,
+        ..Hooks::default()
     };
     let built = build_hooked(&spec(&[abs(&root, "l")]), &[], None, &hooks);
 
@@ -532,6 +538,7 @@ fn a_growing_file_is_captured_to_its_length_at_open() {
     let hooks = Hooks {
         before_open: None,
         after_open: Some(&hook),
+        ..Hooks::default()
     };
     let built = build_hooked(&spec(&[abs(&root, "l")]), &[], None, &hooks);
     let entry = built.entry(&name(&root, "l/grows.log")).unwrap();
@@ -595,6 +602,7 @@ fn a_shrinking_file_is_padded_to_its_header_size() {
     let hooks = Hooks {
         before_open: None,
         after_open: Some(&hook),
+        ..Hooks::default()
     };
     let built = build_hooked(&spec(&[abs(&root, "l")]), &[], None, &hooks);
     let entry = built.entry(&name(&root, "l/rotated.log")).unwrap();
@@ -629,15 +637,17 @@ fn a_passed_deadline_leaves_only_extras_and_the_manifest() {
     let built = build_hooked(&spec(&[abs(&root, "l")]), &extras, now, &Hooks::default());
     let names: Vec<&str> = built.entries.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(names, vec!["lifeguard/steps/01-stop.log", MANIFEST_PATH]);
+    // Not even searched: the walk's share of the deadline is gone too.
     assert_eq!(
-        skipped(&built),
-        vec![
-            (abs(&root, "l/link"), SkipReason::Deadline),
-            (abs(&root, "l/a.log"), SkipReason::Deadline),
-            (abs(&root, "l/b.log"), SkipReason::Deadline),
-        ]
+        built.manifest().sources[0].incomplete,
+        Some(IncompleteWalk {
+            reason: WalkStop::Deadline,
+            path: abs(&root, "l"),
+            path_base64: None,
+        })
     );
     assert!(built.manifest().totals.deadline_reached);
+    assert!(built.manifest().totals.walk_incomplete);
     assert!(built.manifest().files.is_empty());
 }
 
@@ -655,6 +665,7 @@ fn a_deadline_inside_a_file_pads_it_and_skips_the_rest() {
     let hooks = Hooks {
         before_open: None,
         after_open: Some(&hook),
+        ..Hooks::default()
     };
     let built = build_hooked(&spec(&[abs(&root, "l")]), &[], Some(deadline), &hooks);
     let entry = built.entry(&name(&root, "l/1-newest.log")).unwrap();
@@ -1069,6 +1080,7 @@ fn a_file_grown_since_planning_stays_within_the_total_cap() {
     let hooks = Hooks {
         before_open: Some(&hook),
         after_open: None,
+        ..Hooks::default()
     };
     let built = build_hooked(&spec, &[], None, &hooks);
     let new = built.record(&abs(&root, "l/new.log"));
@@ -1105,4 +1117,544 @@ fn a_dangling_root_is_reported_and_a_missing_one_is_not() {
     assert_eq!(errors[0].path, abs(&root, "dangling"));
     assert_eq!(errors[0].operation, "resolve");
     assert_eq!(built.file_names(), vec![name(&root, "l/a.log")]);
+}
+
+fn decode_base64(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
+}
+
+/// Sets a file's mtime `age_secs` in the past.
+fn age(path: &Path, age_secs: u64) {
+    let mtime = SystemTime::now() - Duration::from_secs(age_secs);
+    File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+}
+
+#[test]
+fn names_that_are_not_utf8_are_exact_in_the_manifest() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    let (_dir, root) = scratch();
+    let dir = root.join("l");
+    fs::create_dir_all(&dir).unwrap();
+    // Two names that differ only in bytes that are not UTF-8: both read `log-\u{FFFD}.txt`.
+    let ff = dir.join(OsStr::from_bytes(b"log-\xff.txt"));
+    let fe = dir.join(OsStr::from_bytes(b"log-\xfe.txt"));
+    fs::write(&ff, b"first").unwrap();
+    fs::write(&fe, b"second").unwrap();
+    age(&ff, 10);
+    age(&fe, 20);
+    let link = dir.join(OsStr::from_bytes(b"link-\xfd"));
+    symlink(OsStr::from_bytes(b"target-\xfc"), &link).unwrap();
+    let socket = dir.join(OsStr::from_bytes(b"sock-\xfb"));
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let vanishing = dir.join(OsStr::from_bytes(b"gone-\xfa.log"));
+    fs::write(&vanishing, b"gone").unwrap();
+    age(&vanishing, 30);
+    put(&root, "l/plain.log", b"plain", 40);
+    let bytes_of = |p: &Path| p.as_os_str().as_bytes().to_vec();
+
+    let hook = |p: &Path| {
+        if p == vanishing {
+            fs::remove_file(p).unwrap();
+        }
+    };
+    let hooks = Hooks {
+        before_open: Some(&hook),
+        ..Hooks::default()
+    };
+    let built = build_hooked(&spec(&[abs(&root, "l")]), &[], None, &hooks);
+    let m = built.manifest();
+
+    let files: Vec<&FileRecord> = m.files.iter().filter(|f| f.path_base64.is_some()).collect();
+    assert_eq!(files.len(), 2, "{:?}", m.files);
+    assert_eq!(files[0].path, files[1].path, "the readable forms collide");
+    assert_eq!(
+        decode_base64(files[0].path_base64.as_deref().unwrap()),
+        bytes_of(&ff)
+    );
+    assert_eq!(
+        decode_base64(files[1].path_base64.as_deref().unwrap()),
+        bytes_of(&fe)
+    );
+    for (record, data) in [(files[0], &b"first"[..]), (files[1], &b"second"[..])] {
+        let exact = decode_base64(record.path_base64.as_deref().unwrap());
+        let entry = built
+            .entries
+            .iter()
+            .find(|e| e.raw_path == exact[1..])
+            .unwrap_or_else(|| panic!("no tar entry named {exact:?}"));
+        assert_eq!(entry.data, data);
+        assert_eq!(record.sha256, sha(data));
+    }
+
+    let plain = built.record(&abs(&root, "l/plain.log"));
+    assert_eq!(plain.path_base64, None);
+    let json = serde_json::to_value(m).unwrap();
+    let plain_json = json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == abs(&root, "l/plain.log"))
+        .unwrap();
+    assert!(plain_json.get("path_base64").is_none(), "only when needed");
+
+    let link_record = &m.symlinks[0];
+    assert_eq!(
+        decode_base64(link_record.path_base64.as_deref().unwrap()),
+        bytes_of(&link)
+    );
+    assert_eq!(
+        decode_base64(link_record.target_base64.as_deref().unwrap()),
+        b"target-\xfc"
+    );
+    let skipped = &m.skipped[0];
+    assert_eq!(skipped.reason, SkipReason::SpecialFile);
+    assert_eq!(
+        decode_base64(skipped.path_base64.as_deref().unwrap()),
+        bytes_of(&socket)
+    );
+    let error = &m.errors[0];
+    assert_eq!(error.operation, "open");
+    assert_eq!(
+        decode_base64(error.path_base64.as_deref().unwrap()),
+        bytes_of(&vanishing)
+    );
+
+    // The plan, and files skipped by the writer, name them exactly too.
+    let plan = plan(&spec(&[abs(&root, "l")])).unwrap();
+    let planned: Vec<Vec<u8>> = plan
+        .files
+        .iter()
+        .filter_map(|f| f.path_base64.as_deref().map(decode_base64))
+        .collect();
+    assert_eq!(planned, vec![bytes_of(&ff), bytes_of(&fe)]);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let wait = |_: &Path| std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+    let hooks = Hooks {
+        after_open: Some(&wait),
+        ..Hooks::default()
+    };
+    let late = build_hooked(&spec(&[abs(&root, "l")]), &[], Some(deadline), &hooks);
+    let deadline_skipped: Vec<Vec<u8>> = late
+        .manifest()
+        .skipped
+        .iter()
+        .filter(|s| s.reason == SkipReason::Deadline)
+        .filter_map(|s| s.path_base64.as_deref().map(decode_base64))
+        .collect();
+    assert_eq!(deadline_skipped, vec![bytes_of(&fe)]);
+}
+
+#[test]
+fn only_the_newest_max_files_are_kept_and_the_skipped_list_is_bounded() {
+    let (_dir, root) = scratch();
+    let count: u64 = 1200;
+    for i in 0..count {
+        // File i is i seconds old and i + 1 bytes long.
+        put(
+            &root,
+            &format!("l/{i:04}.log"),
+            &vec![b'x'; i as usize + 1],
+            i + 1,
+        );
+    }
+    for i in 0..3 {
+        symlink("0000.log", root.join(format!("l/link-{i}"))).unwrap();
+    }
+    let mut spec = spec(&[abs(&root, "l")]);
+    spec.max_files = 100;
+    let newest: Vec<String> = (0..100)
+        .map(|i| abs(&root, &format!("l/{i:04}.log")))
+        .collect();
+    let skipped_bytes: u64 = (100..count).map(|i| i + 1).sum();
+
+    let plan = plan(&spec).unwrap();
+    let planned: Vec<&str> = plan.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(planned, newest);
+    assert_eq!(plan.skipped_count, count - 100);
+    assert_eq!(plan.skipped_bytes, skipped_bytes);
+    assert_eq!(plan.skipped.len(), MAX_LISTED);
+    assert!(
+        plan.skipped
+            .iter()
+            .all(|s| s.reason == SkipReason::MaxFiles)
+    );
+    assert_eq!(plan.symlinks.len(), 3);
+    assert!(
+        plan.to_string()
+            .contains("and 100 more skipped, not listed")
+    );
+
+    let built = build(&spec);
+    let m = built.manifest();
+    let archived: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(archived, newest);
+    assert_eq!(m.skipped.len(), MAX_LISTED);
+    assert_eq!(m.totals.skipped, count - 100);
+    assert_eq!(m.totals.skipped_unlisted, count - 100 - MAX_LISTED as u64);
+    assert_eq!(m.totals.skipped_bytes, skipped_bytes);
+    for record in &m.skipped {
+        let i: u64 = record.path[record.path.len() - 8..record.path.len() - 4]
+            .parse()
+            .unwrap();
+        assert!(i >= 100, "{record:?} is among the newest");
+        assert_eq!(record.size, i + 1);
+    }
+
+    // Links are capped at the same number.
+    let mut few = spec.clone();
+    few.max_files = 2;
+    let built = build(&few);
+    assert_eq!(built.manifest().symlinks.len(), 2);
+    assert_eq!(built.manifest().files.len(), 2);
+    let links_left_out = built
+        .manifest()
+        .skipped
+        .iter()
+        .filter(|s| s.reason == SkipReason::MaxFiles && s.path.contains("link-"))
+        .count();
+    assert_eq!(links_left_out, 1);
+    assert_eq!(built.manifest().totals.skipped, count - 2 + 1);
+}
+
+#[test]
+fn a_million_sockets_would_not_bloat_the_manifest() {
+    let (_dir, root) = scratch();
+    fs::create_dir_all(root.join("run")).unwrap();
+    let sockets = MAX_LISTED + 100;
+    for i in 0..sockets {
+        std::os::unix::net::UnixListener::bind(root.join(format!("run/{i:05}.sock"))).unwrap();
+    }
+    put(&root, "run/app.log", b"log", 10);
+    let built = build(&spec(&[abs(&root, "run")]));
+    let m = built.manifest();
+    assert_eq!(m.skipped.len(), MAX_LISTED, "the list is bounded");
+    assert_eq!(m.totals.skipped, sockets as u64, "the total is exact");
+    assert_eq!(m.totals.skipped_unlisted, 100);
+    assert_eq!(built.file_names(), vec![name(&root, "run/app.log")]);
+}
+
+#[test]
+fn entries_found_through_several_sources_are_taken_once() {
+    let (_dir, root) = scratch();
+    put(&root, "l/a.log", b"a", 10);
+    put(&root, "l/sub/b.log", b"b", 20);
+    put(&root, "l/skip/c.log", b"c", 30);
+    put(&root, "l/x.txt", b"x", 40);
+    symlink(root.join("l"), root.join("alias")).unwrap();
+    let mut spec = spec(&[
+        abs(&root, "l/*.log"),
+        abs(&root, "alias"),
+        abs(&root, "l/**/*.log"),
+        abs(&root, "l/sub/b.log"),
+    ]);
+    spec.exclude = vec![abs(&root, "l/skip")];
+    let built = build(&spec);
+    let mut names = built.file_names();
+    names.sort();
+    // `alias` resolves to `l`: what `l/*.log` took keeps its name, the rest comes by `alias`.
+    let mut expected = vec![
+        name(&root, "l/a.log"),
+        name(&root, "alias/sub/b.log"),
+        name(&root, "alias/x.txt"),
+    ];
+    expected.sort();
+    assert_eq!(names, expected);
+    let matched: Vec<u64> = built.manifest().sources.iter().map(|s| s.matched).collect();
+    assert_eq!(matched, vec![1, 3, 2, 1]);
+}
+
+/// Calls that never return, made to happen in the reader and walker threads (debug builds).
+#[cfg(debug_assertions)]
+mod stalls {
+    use super::super::reader::{CHUNK_BYTES, Hang};
+    use super::*;
+
+    const HUNG: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn a_read_that_stalls_is_zero_padded_and_the_archive_goes_on() {
+        let (_dir, root) = scratch();
+        let stuck: Vec<u8> = (0..1_000_000u32).map(|i| (i % 239) as u8).collect();
+        put(&root, "l/1-new.log", &vec![b'n'; 100_000], 10);
+        let stuck_path = put(&root, "l/2-stuck.log", &stuck, 20);
+        put(&root, "l/3-old.log", &vec![b'o'; 50_000], 30);
+        let hang = |p: &Path| {
+            p.ends_with("2-stuck.log").then_some(Hang::Read {
+                after: CHUNK_BYTES as u64,
+                duration: HUNG,
+            })
+        };
+        let hooks = Hooks {
+            stall_timeout: Some(Duration::from_millis(300)),
+            hang: Some(&hang),
+            ..Hooks::default()
+        };
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(60);
+        let built = build_hooked(&spec(&[abs(&root, "l")]), &[], Some(deadline), &hooks);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not held by the read"
+        );
+
+        assert_eq!(
+            built.file_names(),
+            ["1-new", "2-stuck", "3-old"].map(|n| name(&root, &format!("l/{n}.log")))
+        );
+        let entry = built.entry(&name(&root, "l/2-stuck.log")).unwrap();
+        assert_eq!(entry.data.len(), 1_000_000, "the size in the header");
+        assert_eq!(entry.data[..CHUNK_BYTES], stuck[..CHUNK_BYTES]);
+        assert!(entry.data[CHUNK_BYTES..].iter().all(|&b| b == 0));
+        let record = built.record(&stuck_path.to_string_lossy());
+        assert_eq!(
+            record.truncated,
+            Some(Truncation {
+                reason: TruncateReason::Stalled,
+                from_offset: CHUNK_BYTES as u64
+            })
+        );
+        assert_eq!(record.padding, 1_000_000 - CHUNK_BYTES as u64);
+        assert_eq!(record.sha256, sha(&entry.data));
+        let errors = &built.manifest().errors;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, stuck_path.to_string_lossy());
+        assert_eq!(errors[0].operation, "read");
+        assert!(errors[0].error.starts_with("stalled:"), "{:?}", errors[0]);
+
+        // The files before and after it are whole: the next one was read by a new thread.
+        let totals = &built.manifest().totals;
+        assert_eq!(totals.stalled, 1);
+        assert_eq!(totals.truncated, 1);
+        assert!(!totals.deadline_reached);
+        assert_eq!(
+            built.entry(&name(&root, "l/3-old.log")).unwrap().data,
+            vec![b'o'; 50_000]
+        );
+        assert_eq!(
+            built.entry(&name(&root, "l/1-new.log")).unwrap().data,
+            vec![b'n'; 100_000]
+        );
+    }
+
+    #[test]
+    fn a_read_hung_at_the_deadline_ends_the_archive_by_the_deadline() {
+        let (_dir, root) = scratch();
+        let stuck = put(&root, "l/1-stuck.log", &vec![b's'; 700_000], 10);
+        put(&root, "l/2-older.log", b"older", 20);
+        let hang = |p: &Path| {
+            p.ends_with("1-stuck.log").then_some(Hang::Read {
+                after: 0,
+                duration: HUNG,
+            })
+        };
+        let hooks = Hooks {
+            // Longer than the time to the deadline: the deadline cuts the wait.
+            stall_timeout: Some(Duration::from_secs(60)),
+            hang: Some(&hang),
+            ..Hooks::default()
+        };
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(1500);
+        let built = build_hooked(&spec(&[abs(&root, "l")]), &[], Some(deadline), &hooks);
+        let late = Instant::now().saturating_duration_since(deadline);
+        assert!(
+            late < Duration::from_millis(500),
+            "{late:?} past the deadline"
+        );
+
+        let record = built.record(&stuck.to_string_lossy());
+        assert_eq!(
+            record.truncated,
+            Some(Truncation {
+                reason: TruncateReason::Deadline,
+                from_offset: 0
+            }),
+            "cut by the deadline before the stall timeout"
+        );
+        assert_eq!(record.padding, 700_000);
+        assert_eq!(
+            skipped(&built),
+            vec![(abs(&root, "l/2-older.log"), SkipReason::Deadline)]
+        );
+        assert!(built.manifest().totals.deadline_reached);
+    }
+
+    #[test]
+    fn a_short_deadline_shortens_the_stall_timeout_so_the_rest_still_goes_in() {
+        let (_dir, root) = scratch();
+        let stuck = put(&root, "l/1-stuck.log", &vec![b's'; 100_000], 10);
+        put(&root, "l/2-older.log", b"older", 20);
+        let hang = |p: &Path| {
+            p.ends_with("1-stuck.log").then_some(Hang::Read {
+                after: 0,
+                duration: HUNG,
+            })
+        };
+        let hooks = Hooks {
+            hang: Some(&hang),
+            ..Hooks::default()
+        };
+        let started = Instant::now();
+        // 4 s to the deadline: the stall timeout is 1 s, not 5 s.
+        let deadline = started + Duration::from_secs(4);
+        let built = build_hooked(&spec(&[abs(&root, "l")]), &[], Some(deadline), &hooks);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        let record = built.record(&stuck.to_string_lossy());
+        assert_eq!(
+            record.truncated.as_ref().map(|t| t.reason),
+            Some(TruncateReason::Stalled)
+        );
+        assert_eq!(
+            built.entry(&name(&root, "l/2-older.log")).unwrap().data,
+            b"older"
+        );
+        assert!(!built.manifest().totals.deadline_reached);
+    }
+
+    #[test]
+    fn the_stall_timeout_is_a_quarter_of_the_time_within_bounds() {
+        let now = Instant::now();
+        assert_eq!(stall_timeout(now, None), STALL_TIMEOUT);
+        let quarter = |secs: u64| stall_timeout(now, Some(now + Duration::from_secs(secs)));
+        assert_eq!(
+            quarter(80),
+            STALL_TIMEOUT,
+            "a spot interruption's two minutes"
+        );
+        assert_eq!(quarter(8), Duration::from_secs(2));
+        assert_eq!(quarter(1), MIN_STALL_TIMEOUT);
+        assert_eq!(stall_timeout(now, Some(now)), MIN_STALL_TIMEOUT);
+    }
+
+    #[test]
+    fn an_open_that_stalls_leaves_the_file_out() {
+        let (_dir, root) = scratch();
+        put(&root, "l/1-new.log", b"new", 10);
+        let stuck = put(&root, "l/2-stuck.log", b"stuck", 20);
+        put(&root, "l/3-old.log", b"old", 30);
+        let hang = |p: &Path| p.ends_with("2-stuck.log").then_some(Hang::Open(HUNG));
+        let hooks = Hooks {
+            stall_timeout: Some(Duration::from_millis(300)),
+            hang: Some(&hang),
+            ..Hooks::default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let built = build_hooked(&spec(&[abs(&root, "l")]), &[], Some(deadline), &hooks);
+        assert_eq!(
+            built.file_names(),
+            vec![name(&root, "l/1-new.log"), name(&root, "l/3-old.log")]
+        );
+        assert_eq!(
+            skipped(&built),
+            vec![(stuck.to_string_lossy().into_owned(), SkipReason::Stalled)]
+        );
+        let error = &built.manifest().errors[0];
+        assert_eq!(error.operation, "open");
+        assert!(error.error.starts_with("stalled:"), "{error:?}");
+        assert_eq!(built.manifest().totals.stalled, 1);
+    }
+
+    #[test]
+    fn a_walk_that_stalls_keeps_what_it_found_and_goes_on() {
+        let (_dir, root) = scratch();
+        put(&root, "first/a.log", b"a", 10);
+        put(&root, "nfs/top.log", b"top", 20);
+        put(&root, "nfs/dead/never.log", b"never", 30);
+        put(&root, "fine/b.log", b"b", 40);
+        let hooks = Hooks {
+            stall_timeout: Some(Duration::from_millis(300)),
+            hang_walk: Some((root.join("nfs/dead"), HUNG)),
+            ..Hooks::default()
+        };
+        let sources = [abs(&root, "first"), abs(&root, "nfs"), abs(&root, "fine")];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let built = build_hooked(&spec(&sources), &[], Some(deadline), &hooks);
+        let m = built.manifest();
+
+        let names = built.file_names();
+        assert!(names.contains(&name(&root, "first/a.log")));
+        assert!(
+            names.contains(&name(&root, "fine/b.log")),
+            "the next source is walked"
+        );
+        assert!(!names.contains(&name(&root, "nfs/dead/never.log")));
+        assert_eq!(m.sources[0].incomplete, None);
+        assert_eq!(
+            m.sources[1].incomplete,
+            Some(IncompleteWalk {
+                reason: WalkStop::Stalled,
+                path: abs(&root, "nfs/dead"),
+                path_base64: None,
+            })
+        );
+        assert_eq!(m.sources[2].incomplete, None);
+        assert!(m.totals.walk_incomplete);
+        let error = m
+            .errors
+            .iter()
+            .find(|e| e.path == abs(&root, "nfs/dead"))
+            .unwrap();
+        assert_eq!(error.operation, "walk");
+        assert!(error.error.starts_with("stalled:"), "{error:?}");
+    }
+
+    #[test]
+    fn the_walk_gets_a_share_of_the_deadline() {
+        let (_dir, root) = scratch();
+        put(&root, "slow/a.log", b"a", 10);
+        put(&root, "slow/deep/b.log", b"b", 20);
+        put(&root, "later/c.log", b"c", 30);
+        let hooks = Hooks {
+            // Not a stall: slow, but within the stall timeout.
+            stall_timeout: Some(Duration::from_secs(60)),
+            hang_walk: Some((root.join("slow/deep"), HUNG)),
+            ..Hooks::default()
+        };
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(4);
+        let sources = [abs(&root, "slow"), abs(&root, "later")];
+        let built = build_hooked(&spec(&sources), &[], Some(deadline), &hooks);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        let m = built.manifest();
+        assert_eq!(
+            m.sources[0]
+                .incomplete
+                .as_ref()
+                .map(|i| (i.reason, i.path.clone())),
+            Some((WalkStop::Deadline, abs(&root, "slow/deep")))
+        );
+        assert_eq!(
+            m.sources[1]
+                .incomplete
+                .as_ref()
+                .map(|i| (i.reason, i.path.clone())),
+            Some((WalkStop::Deadline, abs(&root, "later"))),
+            "not started"
+        );
+        assert!(!built.file_names().contains(&name(&root, "later/c.log")));
+        assert!(m.totals.walk_incomplete);
+        assert!(
+            m.errors.is_empty(),
+            "a deadline is not an error: {:?}",
+            m.errors
+        );
+    }
 }

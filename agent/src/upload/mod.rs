@@ -181,14 +181,6 @@ pub trait ArchiveStore: Send + Sync {
         policy: &UploadPolicy,
     ) -> impl Future<Output = Result<UploadReceipt, UploadError>> + Send;
 
-    /// Replaces a stored object's metadata with `object.metadata` (a copy in place).
-    fn replace_metadata(
-        &self,
-        object: &ObjectSpec,
-        size: u64,
-        policy: &UploadPolicy,
-    ) -> impl Future<Output = Result<(), String>> + Send;
-
     /// Aborts the multipart uploads still open for the object's key (left by a run that was
     /// killed); how many were aborted.
     fn abort_leftover_uploads(

@@ -77,14 +77,6 @@ pub(crate) trait ObjectApi: Clone + Send + Sync + 'static {
         &self,
         object: &ObjectSpec,
     ) -> impl Future<Output = Result<Vec<String>, CallError>> + Send;
-
-    /// CopyObject onto itself with the object's metadata replacing what is stored (S3 cannot
-    /// change metadata in place); encryption, content type and checksum algorithm as for an
-    /// upload.
-    fn copy_in_place(
-        &self,
-        object: &ObjectSpec,
-    ) -> impl Future<Output = Result<(), CallError>> + Send;
 }
 
 /// A part S3 has accepted.
@@ -478,38 +470,6 @@ impl<A: ObjectApi> Drop for AbortGuard<A> {
             ),
         }
     }
-}
-
-/// Largest object CopyObject takes in one call.
-const MAX_COPY_BYTES: u64 = 5 * 1024 * 1024 * 1024;
-
-/// Replaces a stored object's metadata with `object.metadata`, for what is only known once the
-/// body is written (the digest of the manifest at the end of an archive). Retried until the
-/// policy's deadline (at least `abort_grace` from now).
-pub(crate) async fn replace_metadata<A: ObjectApi>(
-    api: &A,
-    object: &ObjectSpec,
-    size: u64,
-    policy: &UploadPolicy,
-) -> Result<(), String> {
-    if size > MAX_COPY_BYTES {
-        return Err(format!(
-            "{size} bytes is more than CopyObject takes in one call; metadata left as uploaded"
-        ));
-    }
-    let schedule = RetrySchedule {
-        deadline: policy.deadline.max(Instant::now() + policy.abort_grace),
-        attempt_timeout: policy.attempt_timeout,
-        base: policy.retry_base,
-        max: policy.retry_max,
-    };
-    retry("CopyObject", schedule, || api.copy_in_place(object))
-        .await
-        .map_err(|gave_up| match gave_up {
-            GaveUp::Permanent(error) => error.detail,
-            GaveUp::Deadline(Some(error)) => format!("gave up after retrying: {}", error.detail),
-            GaveUp::Deadline(None) => "no answer in time".to_string(),
-        })
 }
 
 /// Aborts every multipart upload still open for the object's key: what an earlier run of the

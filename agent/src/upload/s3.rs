@@ -6,7 +6,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart,
-    MetadataDirective, ServerSideEncryption as SdkSse,
+    ServerSideEncryption as SdkSse,
 };
 use bytes::Bytes;
 use tokio::sync::mpsc::Receiver;
@@ -51,15 +51,6 @@ impl ArchiveStore for S3Store {
         policy: &UploadPolicy,
     ) -> Result<UploadReceipt, UploadError> {
         pipeline::put_object(&self.api, object, body, policy).await
-    }
-
-    async fn replace_metadata(
-        &self,
-        object: &ObjectSpec,
-        size: u64,
-        policy: &UploadPolicy,
-    ) -> Result<(), String> {
-        pipeline::replace_metadata(&self.api, object, size, policy).await
     }
 
     async fn abort_leftover_uploads(&self, object: &ObjectSpec, policy: &UploadPolicy) -> usize {
@@ -113,20 +104,6 @@ fn pick(kind: ChecksumKind, crc32c: Option<&str>, sha256: Option<&str>) -> Optio
 /// some S3 implementations return for it) is no version at all.
 fn version(id: Option<&str>) -> Option<String> {
     id.filter(|id| *id != "null").map(str::to_string)
-}
-
-/// `bucket/key` for `x-amz-copy-source`, the key percent-encoded except for `/`.
-fn copy_source(bucket: &str, key: &str) -> String {
-    let mut encoded = String::with_capacity(key.len());
-    for byte in key.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                encoded.push(char::from(byte));
-            }
-            other => encoded.push_str(&format!("%{other:02X}")),
-        }
-    }
-    format!("{bucket}/{encoded}")
 }
 
 fn length(body: &Bytes) -> i64 {
@@ -333,27 +310,6 @@ impl ObjectApi for S3Api {
             .key(&object.key)
             .set_version_id(version_id.map(str::to_string))
             .set_expected_bucket_owner(object.expected_bucket_owner.clone())
-            .send()
-            .await
-            .map_err(|e| CallError::from_sdk(&e))?;
-        Ok(())
-    }
-
-    async fn copy_in_place(&self, object: &ObjectSpec) -> Result<(), CallError> {
-        let (sse, kms_key) = sse(object);
-        self.client
-            .copy_object()
-            .bucket(&object.bucket)
-            .key(&object.key)
-            .copy_source(copy_source(&object.bucket, &object.key))
-            .metadata_directive(MetadataDirective::Replace)
-            .content_type(&object.content_type)
-            .set_metadata(metadata(object))
-            .set_server_side_encryption(sse)
-            .set_ssekms_key_id(kms_key)
-            .checksum_algorithm(algorithm(object.checksum))
-            .set_expected_bucket_owner(object.expected_bucket_owner.clone())
-            .set_expected_source_bucket_owner(object.expected_bucket_owner.clone())
             .send()
             .await
             .map_err(|e| CallError::from_sdk(&e))?;

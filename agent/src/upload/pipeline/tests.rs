@@ -268,11 +268,6 @@ impl ObjectApi for Fake {
         self.enter("list", "list".into())?;
         Ok(self.state.lock().unwrap().uploads.keys().cloned().collect())
     }
-
-    async fn copy_in_place(&self, object: &ObjectSpec) -> Result<(), CallError> {
-        self.enter("copy", format!("copy {:?}", object.metadata))?;
-        Ok(())
-    }
 }
 
 fn spec() -> ObjectSpec {
@@ -707,29 +702,4 @@ async fn put_object_stores_and_verifies_a_body_in_memory() {
         receipt.s3_checksum,
         crate::upload::checksum::base64(&Sha256::digest(b"manifest"))
     );
-}
-
-#[tokio::test]
-async fn metadata_is_replaced_by_a_copy_in_place_retried_on_transient_failures() {
-    let fake = Fake::default();
-    fake.fail("copy", [transient()]);
-    let mut object = spec();
-    object
-        .metadata
-        .insert("manifest-sha256".into(), "abc".into());
-    replace_metadata(&fake, &object, 1024, &policy(Duration::from_secs(5)))
-        .await
-        .unwrap();
-    assert_eq!(fake.count("copy"), 2);
-    assert!(fake.calls().iter().any(|c| c.contains("manifest-sha256")));
-}
-
-#[tokio::test]
-async fn objects_too_large_for_one_copy_keep_their_metadata() {
-    let fake = Fake::default();
-    let error = replace_metadata(&fake, &spec(), 6 << 30, &policy(Duration::from_secs(5)))
-        .await
-        .unwrap_err();
-    assert!(error.contains("CopyObject"), "{error}");
-    assert_eq!(fake.count("copy"), 0);
 }
