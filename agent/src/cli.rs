@@ -319,8 +319,8 @@ fn archive_to_file(config: &AgentConfig, output: &Path) -> ExitCode {
                 outcome.manifest.files.len(),
                 outcome.content_bytes,
                 outcome.compressed_bytes,
-                outcome.manifest.skipped.len(),
-                outcome.manifest.errors.len()
+                outcome.manifest.totals.skipped,
+                outcome.manifest.totals.errors
             );
             ExitCode::SUCCESS
         }

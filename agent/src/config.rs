@@ -274,6 +274,12 @@ pub struct ArchiveConfig {
     /// Cap per file: a larger file is archived as its last `max_file_bytes` bytes.
     #[serde(default)]
     pub max_file_bytes: Option<u64>,
+    /// Cap on the number of files archived, newest first (symbolic links are capped at the same
+    /// number); the rest are counted and listed as skipped. It bounds the agent's memory (about
+    /// 1.1 KiB a file at its peak) and the manifest (about 380 bytes of JSON a file): some
+    /// 55 MiB and 19 MB at the default of 50000.
+    #[serde(default = "default_max_files")]
+    pub max_files: u64,
     /// Seconds kept in hand before a spot interruption to finish the upload and complete.
     #[serde(default = "default_spot_margin_secs")]
     pub spot_margin_secs: u64,
@@ -281,6 +287,10 @@ pub struct ArchiveConfig {
 
 fn default_spot_margin_secs() -> u64 {
     20
+}
+
+fn default_max_files() -> u64 {
+    crate::archive::DEFAULT_MAX_FILES
 }
 
 impl Default for ArchiveConfig {
@@ -293,6 +303,7 @@ impl Default for ArchiveConfig {
             threads: 0,
             max_total_bytes: None,
             max_file_bytes: None,
+            max_files: default_max_files(),
             spot_margin_secs: default_spot_margin_secs(),
         }
     }
@@ -364,7 +375,10 @@ fn default_upload_timeout_secs() -> u64 {
     900
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// The longest duration any setting may have: a lifecycle action's longest life (48 hours).
+pub const MAX_DURATION_SECS: u64 = 48 * 3600;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LifecycleConfig {
     /// The terminate hook to complete. Default: the group's only terminate hook.
@@ -373,6 +387,27 @@ pub struct LifecycleConfig {
     /// The launch hook to complete. Default: the group's only launch hook.
     #[serde(default)]
     pub launch_hook: Option<String>,
+    /// How long the agent waits, once IMDS says the instance is leaving (or a new instance
+    /// starts), for Auto Scaling to create the lifecycle action: the instance sits in plain
+    /// `Terminating` while its load balancers deregister it (a target group's deregistration
+    /// delay: 300 s by default, at most 3600 s), or in plain `Pending` while EC2 starts it.
+    /// The default covers the longest delay AWS allows, with a margin.
+    #[serde(default = "default_action_wait_secs")]
+    pub action_wait_secs: u64,
+}
+
+fn default_action_wait_secs() -> u64 {
+    3_900
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            terminate_hook: None,
+            launch_hook: None,
+            action_wait_secs: default_action_wait_secs(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -432,12 +467,30 @@ fn default_check_timeout_secs() -> u64 {
     5
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportConfig {
     /// The controller's queue. Without it the agent works alone.
     #[serde(default)]
     pub queue_url: Option<String>,
+    /// A progress report at least this often while a drain or launch gating runs. Each report
+    /// carries this promise; the controller takes the agent for dead only once several
+    /// promised reports are missing.
+    #[serde(default = "default_report_interval_secs")]
+    pub interval_secs: u64,
+}
+
+fn default_report_interval_secs() -> u64 {
+    30
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        ReportConfig {
+            queue_url: None,
+            interval_secs: default_report_interval_secs(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -567,6 +620,63 @@ impl AgentConfig {
                 "must be at least 1".into(),
             ));
         }
+        // Durations are added to clocks: each is bounded by what a lifecycle action can last
+        // (48 hours), so no value can overflow a deadline.
+        let mut durations: Vec<(String, u64, u64)> = vec![
+            (
+                "lifecycle.action_wait_secs".into(),
+                self.lifecycle.action_wait_secs,
+                0,
+            ),
+            ("launch.deadline_secs".into(), self.launch.deadline_secs, 1),
+            ("report.interval_secs".into(), self.report.interval_secs, 1),
+            (
+                "archive.spot_margin_secs".into(),
+                self.archive.spot_margin_secs,
+                0,
+            ),
+            (
+                "watch.maintenance_lead_secs".into(),
+                self.watch.maintenance_lead_secs,
+                0,
+            ),
+            (
+                "watch.maintenance_interval_secs".into(),
+                self.watch.maintenance_interval_secs,
+                1,
+            ),
+        ];
+        for (index, step) in self.drain.steps.iter().enumerate() {
+            durations.push((
+                format!("drain.steps[{index}].timeout_secs"),
+                step.timeout_secs,
+                1,
+            ));
+        }
+        for (index, check) in self.launch.checks.iter().enumerate() {
+            durations.push((
+                format!("launch.checks[{index}].timeout_secs"),
+                check.timeout_secs,
+                1,
+            ));
+        }
+        if let Some(upload) = &self.upload {
+            durations.push(("upload.timeout_secs".into(), upload.timeout_secs, 1));
+        }
+        for (key, value, least) in durations {
+            if !(least..=MAX_DURATION_SECS).contains(&value) {
+                return Err(invalid(
+                    key,
+                    format!("{value} is outside {least}..={MAX_DURATION_SECS} seconds"),
+                ));
+            }
+        }
+        if self.watch.poll_interval_ms > 60_000 || self.launch.interval_ms > 3_600_000 {
+            return Err(invalid(
+                "watch.poll_interval_ms / launch.interval_ms".into(),
+                "at most 60 s between IMDS polls and an hour between rounds of checks".into(),
+            ));
+        }
         if self.imds.read_deadline_ms < 100 || self.imds.request_timeout_ms == 0 {
             return Err(invalid(
                 "imds".into(),
@@ -631,6 +741,46 @@ mod tests {
             .unwrap_err();
         assert!(err.contains("upload.key_template"), "{err}");
         assert!(err.contains("{hostname}"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_bounded_so_no_deadline_can_overflow() {
+        let config = parse("").unwrap();
+        assert_eq!(
+            config.lifecycle.action_wait_secs, 3900,
+            "covers a 3600 s deregistration"
+        );
+        assert_eq!(config.report.interval_secs, 30);
+        for (text, key) in [
+            (
+                "[launch]\ndeadline_secs = 18446744073709551615\n",
+                "launch.deadline_secs",
+            ),
+            (
+                "[lifecycle]\naction_wait_secs = 172801\n",
+                "lifecycle.action_wait_secs",
+            ),
+            ("[report]\ninterval_secs = 0\n", "report.interval_secs"),
+            (
+                "[[drain.steps]]\nname = \"x\"\nrun = [\"true\"]\ntimeout_secs = 9999999999\n",
+                "drain.steps[0].timeout_secs",
+            ),
+            (
+                "[upload]\nbucket = \"b\"\ntimeout_secs = 999999999\n",
+                "upload.timeout_secs",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn max_files_has_a_default_and_can_be_set() {
+        assert_eq!(parse("").unwrap().archive.max_files, 50_000);
+        let config = parse("[archive]\nmax_files = 500\n").unwrap();
+        assert_eq!(config.archive.max_files, 500);
+        assert_eq!(crate::pack::archive_spec(&config.archive).max_files, 500);
     }
 
     #[test]

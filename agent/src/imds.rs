@@ -11,6 +11,7 @@ use lifeguard_common::message::imds::{
     parse_rebalance_recommendation, parse_spot_instance_action, parse_target_lifecycle_state,
 };
 use lifeguard_common::message::{ParseError, RebalanceRecommendation, SpotInterruption};
+use lifeguard_common::retry::{GaveUp, RetryPolicy, Transient, retry};
 use reqwest::StatusCode;
 use tokio::time::Instant;
 
@@ -68,6 +69,21 @@ struct CachedToken {
 enum Attempt {
     Retry(String),
     Fail(ImdsError),
+}
+
+impl Transient for Attempt {
+    fn is_transient(&self) -> bool {
+        matches!(self, Attempt::Retry(_))
+    }
+}
+
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attempt::Retry(reason) => f.write_str(reason),
+            Attempt::Fail(error) => write!(f, "{error}"),
+        }
+    }
 }
 
 impl HttpImds {
@@ -197,39 +213,37 @@ impl HttpImds {
 
 impl InstanceMetadata for HttpImds {
     async fn get(&self, path: &str) -> Result<Option<String>, ImdsError> {
-        let started = Instant::now();
-        let deadline = started + self.read_deadline;
-        let mut delay = Duration::from_millis(50);
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            // The deadline bounds the attempt in flight too, not only the decision to retry:
-            // otherwise one slow token fetch plus one hanging GET outlast it by two timeouts.
-            let Ok(outcome) = tokio::time::timeout_at(deadline, self.attempt(path)).await else {
-                return Err(ImdsError::Deadline {
-                    path: path.to_string(),
-                    deadline: self.read_deadline,
-                    attempts,
-                    last: "a request still in flight at the deadline".to_string(),
-                });
-            };
-            let last = match outcome {
-                Ok(body) => return Ok(body),
-                Err(Attempt::Fail(error)) => return Err(error),
-                Err(Attempt::Retry(reason)) => reason,
-            };
-            let jittered = delay.mul_f64(0.5 + fastrand::f64());
-            if Instant::now() + jittered >= deadline {
-                return Err(ImdsError::Deadline {
-                    path: path.to_string(),
-                    deadline: self.read_deadline,
-                    attempts,
-                    last,
-                });
-            }
-            tracing::debug!(path, attempts, reason = %last, "IMDS read failed; retrying");
-            tokio::time::sleep(jittered).await;
-            delay = (delay * 2).min(Duration::from_secs(1));
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        // The deadline bounds the attempt in flight too, not only the decision to retry:
+        // otherwise one slow token fetch plus one hanging GET outlast it by two timeouts.
+        let policy = RetryPolicy {
+            deadline: Instant::now() + self.read_deadline,
+            attempt_timeout: self.read_deadline,
+            base: Duration::from_millis(50),
+            max: Duration::from_secs(1),
+        };
+        let read = retry(
+            "IMDS GET",
+            policy,
+            |_| Attempt::Retry("no answer in time".to_string()),
+            || {
+                attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.attempt(path)
+            },
+        )
+        .await;
+        match read {
+            Ok(body) => Ok(body),
+            Err(GaveUp::Permanent(Attempt::Fail(error))) => Err(error),
+            Err(gave_up) => Err(ImdsError::Deadline {
+                path: path.to_string(),
+                deadline: self.read_deadline,
+                attempts: attempts.load(std::sync::atomic::Ordering::Relaxed),
+                last: gave_up.last().map_or_else(
+                    || "a request still in flight at the deadline".to_string(),
+                    ToString::to_string,
+                ),
+            }),
         }
     }
 }

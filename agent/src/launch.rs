@@ -1,12 +1,197 @@
 //! Launch gating: hold a new instance in `Pending:Wait` until its readiness checks pass, then
 //! complete the launch action with CONTINUE; ABANDON when they have not passed by the deadline.
+//! Auto Scaling keeps a new instance in plain `Pending` while EC2 starts it and only then runs
+//! the launch hooks: the gate waits through that, then keeps the action alive with heartbeats
+//! while the checks run (a deadline longer than the hook's heartbeat timeout must not let Auto
+//! Scaling apply the default result meanwhile), and reports on its own cadence.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use lifeguard_common::message::{AgentReport, CompletionReport, ReportPhase, Transition};
+use time::OffsetDateTime;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::{CheckConfig, LaunchConfig};
+use crate::cadence::{Cadence, CadenceSpec, HeartbeatTarget, Progress};
+use crate::config::{AgentConfig, CheckConfig, LaunchConfig};
+use crate::drain::machine::{self, ActionSeen, COMPLETION_MARGIN};
+use crate::drain::{Deps, complete_action, hook_for};
+use crate::lifecycle::{AutoScaling, Completion, GroupMembership, LifecycleResult};
+use crate::report::ReportSink;
 use crate::steps::{StepEnv, run_step};
+
+/// How long a new instance may be missing from `DescribeAutoScalingInstances` before the gate
+/// takes it for an instance in no group (the listing can lag the launch by a moment).
+const NOT_LISTED_LIMIT: Duration = Duration::from_secs(30);
+
+/// Gates this instance's launch: waits for `Pending:Wait`, runs the checks, completes the
+/// action. Returns when there is nothing (more) to gate.
+pub async fn gate<A, S, R>(
+    config: &AgentConfig,
+    deps: &Arc<Deps<A, S, R>>,
+    instance_id: &str,
+    shutdown: &CancellationToken,
+) where
+    A: AutoScaling + 'static,
+    S: Send + Sync + 'static,
+    R: ReportSink + 'static,
+{
+    let Some(membership) = await_launch_action(config, deps, instance_id, shutdown).await else {
+        return;
+    };
+    let asg = membership.asg.clone();
+    let hook = match hook_for(config, &deps.autoscaling, &asg, Transition::Launching).await {
+        Ok(Some(hook)) => hook,
+        Ok(None) => {
+            tracing::info!(%instance_id, %asg, "no launch hook to complete");
+            return;
+        }
+        Err(error) => {
+            tracing::error!(%instance_id, %asg, %error, "launch hooks not readable; the hook's default result will apply");
+            return;
+        }
+    };
+    // The action began when it was first seen waiting (at most a poll ago): its global
+    // timeout bounds the checks however long the configured deadline.
+    let began = Instant::now();
+    let action_ends = began + hook.global_timeout;
+    let deadline = (began + Duration::from_secs(config.launch.deadline_secs)).min(
+        action_ends
+            .checked_sub(COMPLETION_MARGIN * 2)
+            .unwrap_or(began),
+    );
+    let interval = Duration::from_secs(config.report.interval_secs.max(1));
+    let mut template = AgentReport::new(ReportPhase::LaunchProgress, instance_id);
+    template.asg = Some(asg.clone());
+    template.hook = Some(hook.name.clone());
+    template.reason = Some("launch".to_string());
+    let progress = Progress::starting_at(0, "checks");
+    let cadence = Cadence::start(
+        deps.clone(),
+        CadenceSpec {
+            template: template.clone(),
+            progress_phase: ReportPhase::LaunchProgress,
+            heartbeat_phase: None,
+            report_interval: interval,
+            heartbeats: Some(HeartbeatTarget {
+                asg: asg.clone(),
+                hook: hook.name.clone(),
+                heartbeat_timeout: hook.heartbeat_timeout,
+                until: action_ends,
+            }),
+            last_heartbeat: None,
+        },
+        progress.clone(),
+    );
+    crate::service::notify_status("launching: running readiness checks");
+    let mut env = StepEnv::default();
+    env.set("INSTANCE_ID", instance_id);
+    env.set("ASG", &asg);
+    env.set("REASON", "launch");
+    let ready = tokio::select! {
+        ready = wait_ready(&config.launch, &env, deadline) => ready,
+        () = shutdown.cancelled() => {
+            // The restarted agent gates again from the start; the action keeps waiting.
+            tracing::warn!(%instance_id, "stop signal during readiness checks; left for the restarted agent");
+            cadence.stop().await;
+            return;
+        }
+    };
+    let (result, phase) = match &ready {
+        Ok(()) => (LifecycleResult::Continue, ReportPhase::LaunchReady),
+        Err(_) => (LifecycleResult::Abandon, ReportPhase::LaunchFailed),
+    };
+    tracing::info!(%instance_id, %asg, hook = %hook.name, result = result.as_str(),
+        failure = ?ready.as_ref().err(), "readiness decided");
+    cadence.stop_heartbeats();
+    progress.set_stage("completing");
+    let completed = complete_action(
+        &deps.autoscaling,
+        &asg,
+        &hook.name,
+        instance_id,
+        result,
+        action_ends.checked_sub(COMPLETION_MARGIN).unwrap_or(began),
+    )
+    .await;
+    let (completion, completion_error) = match completed {
+        Ok(Completion::Completed) => (CompletionReport::Completed, None),
+        Ok(Completion::NoActiveAction) => (CompletionReport::NoActiveAction, None),
+        Err(error) => {
+            tracing::error!(%instance_id, %error, "launch action not completed; the hook's default result will apply");
+            (CompletionReport::Failed, Some(error))
+        }
+    };
+    tracing::info!(%instance_id, ?completion, "launch action completion done");
+    cadence.stop().await;
+    let mut report = template;
+    report.phase = phase;
+    report.seq = progress.next_seq();
+    progress.stamp(&mut report, interval);
+    report.stage = Some("done".to_string());
+    report.result = Some(result.as_str().to_string());
+    report.completion = Some(completion);
+    let errors: Vec<String> = [ready.err(), completion_error]
+        .into_iter()
+        .flatten()
+        .collect();
+    report.error = (!errors.is_empty()).then(|| errors.join("; "));
+    if let Err(error) = deps.reports.send(&report).await {
+        tracing::warn!(%instance_id, %error, "launch report not sent");
+    }
+}
+
+/// Waits until the group holds this instance in `Pending:Wait` (through plain `Pending`);
+/// `None` when no launch action will come.
+async fn await_launch_action<A, S, R>(
+    config: &AgentConfig,
+    deps: &Arc<Deps<A, S, R>>,
+    instance_id: &str,
+    shutdown: &CancellationToken,
+) -> Option<GroupMembership>
+where
+    A: AutoScaling + 'static,
+{
+    let started = OffsetDateTime::now_utc();
+    let wait_limit = Duration::from_secs(config.lifecycle.action_wait_secs);
+    loop {
+        let waited =
+            Duration::try_from(OffsetDateTime::now_utc() - started).unwrap_or(Duration::ZERO);
+        let membership = match deps.autoscaling.membership(instance_id).await {
+            Ok(membership) => Some(membership),
+            Err(error) => {
+                tracing::warn!(%instance_id, %error, "lifecycle state not readable");
+                None
+            }
+        };
+        if let Some(membership) = &membership {
+            let state = membership.as_ref().map(|m| m.lifecycle_state.as_str());
+            match machine::launch_state(state) {
+                ActionSeen::Waits => return membership.clone(),
+                ActionSeen::Over => {
+                    tracing::info!(%instance_id, state, "no launch action waits");
+                    return None;
+                }
+                ActionSeen::NotYet if membership.is_none() && waited >= NOT_LISTED_LIMIT => {
+                    tracing::info!(%instance_id, "not in a group; no launch to gate");
+                    return None;
+                }
+                ActionSeen::NotYet => {
+                    tracing::debug!(%instance_id, state, "launch action not there yet");
+                }
+            }
+        }
+        if waited >= wait_limit {
+            tracing::warn!(%instance_id, "no launch action appeared in time; not gating");
+            return None;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(machine::poll_interval(waited)) => {}
+        }
+    }
+}
 
 /// One round of checks: `Ok` when all pass, else the first failure.
 pub async fn check_round(checks: &[CheckConfig], env: &StepEnv) -> Result<(), String> {

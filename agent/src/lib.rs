@@ -2,6 +2,7 @@
 //! verified, and completes the lifecycle action. `main.rs` is a thin shell over this library.
 
 pub mod archive;
+pub mod cadence;
 pub mod cli;
 pub mod config;
 pub mod connections;

@@ -10,10 +10,10 @@ use tokio::time::{Duration, Instant};
 use crate::cli::{EXIT_CONFIG, EXIT_IO, EXIT_SOFTWARE, EXIT_UNAVAILABLE};
 use crate::config::AgentConfig;
 use crate::drain::DrainPlan;
+use crate::drain::machine::DrainRecord;
 use crate::imds::{self, HttpImds};
 use crate::lifecycle::{AutoScaling, AwsAutoScaling};
 use crate::pack;
-use crate::state::{DrainRecord, now_rfc3339};
 use crate::upload::S3Store;
 use crate::watch::Trigger;
 
@@ -69,12 +69,15 @@ pub fn upload_now(config: &AgentConfig) -> ExitCode {
             asg,
             trigger: Trigger::Manual,
             hook: None,
-            action_deadline: None,
-            archive_deadline: Some(deadline),
             // No steps run, so no step outputs: a directory that does not exist.
             work_dir: pack::work_dir_for(&config.state.path).with_file_name("manual-archive"),
         };
-        let record = DrainRecord::new(&instance_id, Trigger::Manual.reason(), now_rfc3339());
+        let record = DrainRecord::new(
+            &instance_id,
+            &Trigger::Manual,
+            None,
+            time::OffsetDateTime::now_utc(),
+        );
         let job = pack::PackJob::new(config, &plan, &record);
         let store = S3Store::new(s3_client(&sdk, &aws));
         match pack::archive_and_upload(&store, job, deadline).await {

@@ -15,8 +15,8 @@ use crate::config::{
     AgentConfig, ArchiveConfig, ChecksumConfig, CompressionKind, SseKind, UploadConfig,
 };
 use crate::drain::DrainPlan;
+use crate::drain::machine::DrainRecord;
 use crate::keys::{KeyParts, render};
-use crate::state::DrainRecord;
 use crate::upload::{
     ArchiveStore, ChecksumKind, ObjectSpec, PartWriter, ServerSideEncryption, UploadError,
     UploadPolicy, part_channel,
@@ -87,6 +87,7 @@ pub fn archive_spec(config: &ArchiveConfig) -> ArchiveSpec {
         compression,
         max_total_bytes: config.max_total_bytes,
         max_file_bytes: config.max_file_bytes,
+        max_files: config.max_files,
     }
 }
 
@@ -135,12 +136,7 @@ impl PackJob {
             Some(upload) => upload.clone(),
             None => unreachable!("a pack job is only built with an upload configured"),
         };
-        let started = OffsetDateTime::parse(
-            &record.started_at,
-            &time::format_description::well_known::Rfc3339,
-        )
-        .unwrap_or_else(|_| OffsetDateTime::now_utc());
-        let timestamp = key_timestamp(started);
+        let timestamp = key_timestamp(record.noticed_at);
         let asg = plan.asg.clone().unwrap_or_else(|| "no-group".to_string());
         let key = render(
             &upload.key_template,
@@ -168,7 +164,8 @@ impl PackJob {
             "asg": plan.asg,
             "reason": plan.trigger.reason(),
             "hook": plan.hook.as_ref().map(|h| h.name.clone()),
-            "started_at": record.started_at,
+            "started_at": record.noticed_at.format(&time::format_description::well_known::Rfc3339).ok(),
+            "drain_started_at": record.drain_started_at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
             "steps": record.steps,
             "abandon": record.abandon,
             "agent_version": env!("CARGO_PKG_VERSION"),
@@ -224,13 +221,33 @@ pub async fn abort_leftovers<S: ArchiveStore>(
         .await
 }
 
+/// How long past the deadline the archiver is waited for before the upload is given up. The
+/// archiver cannot block on a file (its filesystem calls run on threads it can abandon), so it
+/// ends by its own deadline, well before this; the bound only keeps a bug from holding a drain
+/// for ever.
+const ARCHIVER_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Builds the archive on a blocking thread while the store uploads it; then stores the
 /// manifest beside it. `deadline` bounds both: the archiver stops taking files in time for
 /// the upload to end by then.
+///
+/// The manifest's digest is not added to the archive's own metadata: that would take a second,
+/// whole-object copy (CopyObject, which also refuses objects over 5 GB) under the deadline.
+/// The sidecar `<key>.manifest.json` holds exactly `MANIFEST.json`'s bytes, with metadata
+/// `archive-sha256` (the whole archive) and `manifest-sha256` (those bytes).
 pub async fn archive_and_upload<S: ArchiveStore>(
     store: &S,
     job: PackJob,
     deadline: Instant,
+) -> Result<ArchiveSummary, PackError> {
+    pack_within(store, job, deadline, ARCHIVER_GRACE).await
+}
+
+async fn pack_within<S: ArchiveStore>(
+    store: &S,
+    job: PackJob,
+    deadline: Instant,
+    grace: std::time::Duration,
 ) -> Result<ArchiveSummary, PackError> {
     let (tx, rx) = part_channel(1);
     let PackJob {
@@ -263,11 +280,34 @@ pub async fn archive_and_upload<S: ArchiveStore>(
     });
     let mut policy = UploadPolicy::new(deadline);
     policy.concurrency = concurrency.max(1);
-    let (archived, uploaded) = tokio::join!(archiving, store.upload_stream(&object, rx, &policy));
+    let upload = store.upload_stream(&object, rx, &policy);
     let archive_failed = |message: String| PackError::Archive {
         bucket: object.bucket.clone(),
         key: object.key.clone(),
         message,
+    };
+    let (archived, uploaded) = match join_within(archiving, upload, deadline + grace).await {
+        Joined::Both(archived, uploaded) => (archived, uploaded),
+        Joined::ArchiverLate(uploaded) => {
+            // Dropping the upload (if it had not ended) armed its own abort; this one is
+            // waited for, so that nothing is left open under the key when the drain goes on.
+            let aborted = store
+                .abort_leftover_uploads(
+                    &object,
+                    &UploadPolicy::new(Instant::now() + policy.abort_grace),
+                )
+                .await;
+            let stored = if matches!(uploaded, Some(Ok(_))) {
+                "; the object was stored but its manifest is unknown"
+            } else {
+                ""
+            };
+            return Err(archive_failed(format!(
+                "the archiver had not ended {} s after the deadline: upload abandoned, \
+                 {aborted} multipart upload(s) aborted{stored}",
+                grace.as_secs_f64()
+            )));
+        }
     };
     let outcome = match archived {
         Ok(Ok(outcome)) => outcome,
@@ -275,29 +315,22 @@ pub async fn archive_and_upload<S: ArchiveStore>(
         Err(join) => return Err(archive_failed(format!("the archiver stopped: {join}"))),
     };
     let receipt = uploaded?;
-    // The same bytes as MANIFEST.json inside the archive (same struct, same serialiser).
-    let manifest_json = serde_json::to_vec_pretty(&outcome.manifest).unwrap_or_default();
-    let manifest_sha256 = outcome.manifest_sha256.clone();
-    // The manifest's digest is known only once the archive is written: added afterwards.
-    let mut object = object;
-    object
-        .metadata
-        .insert("manifest-sha256".to_string(), manifest_sha256.clone());
-    if let Err(error) = store
-        .replace_metadata(&object, receipt.bytes, &UploadPolicy::new(deadline))
-        .await
-    {
-        tracing::warn!(key = %object.key, %error, "manifest digest not added to the archive's metadata");
-    }
+    let ArchiveOutcome {
+        manifest,
+        manifest_sha256,
+        manifest_json,
+        ..
+    } = outcome;
     let mut manifest_object = manifest_object;
     manifest_object
         .metadata
         .insert("archive-sha256".to_string(), receipt.sha256_hex.clone());
     manifest_object
         .metadata
-        .insert("manifest-sha256".to_string(), manifest_sha256);
+        .insert("manifest-sha256".to_string(), manifest_sha256.clone());
     let manifest_policy =
         UploadPolicy::new(deadline.max(Instant::now() + std::time::Duration::from_secs(10)));
+    // Exactly the bytes of MANIFEST.json inside the archive, which `manifest-sha256` names.
     if let Err(error) = store
         .put_object(
             &manifest_object,
@@ -314,9 +347,41 @@ pub async fn archive_and_upload<S: ArchiveStore>(
         key: receipt.key,
         bytes: receipt.bytes,
         sha256: receipt.sha256_hex,
-        files: outcome.manifest.files.len() as u64,
-        skipped_files: outcome.manifest.skipped.len() as u64,
+        files: manifest.totals.files,
+        skipped_files: manifest.totals.skipped,
+        manifest_sha256: Some(manifest_sha256),
     })
+}
+
+/// How waiting for the archiver and the upload ended.
+enum Joined<A, U> {
+    Both(A, U),
+    /// The archiver had not ended by the limit; the upload's result if it had ended.
+    ArchiverLate(Option<U>),
+}
+
+/// Waits for both the archiver and the upload, but for the archiver only until `limit`. The
+/// upload is bounded by its own policy.
+async fn join_within<A, U>(
+    mut archiving: tokio::task::JoinHandle<A>,
+    upload: impl std::future::Future<Output = U>,
+    limit: Instant,
+) -> Joined<Result<A, tokio::task::JoinError>, U> {
+    let mut upload = std::pin::pin!(upload);
+    let mut limit = std::pin::pin!(tokio::time::sleep_until(limit));
+    let mut uploaded = None;
+    let archived = loop {
+        tokio::select! {
+            result = &mut archiving => break result,
+            result = &mut upload, if uploaded.is_none() => uploaded = Some(result),
+            () = &mut limit => return Joined::ArchiverLate(uploaded),
+        }
+    };
+    let uploaded = match uploaded {
+        Some(uploaded) => uploaded,
+        None => upload.await,
+    };
+    Joined::Both(archived, uploaded)
 }
 
 /// Where step outputs wait for the archive: beside the drain record, so they survive a restart.
@@ -325,4 +390,230 @@ pub fn work_dir_for(state_path: &std::path::Path) -> PathBuf {
         .parent()
         .map(|dir| dir.join("drain-outputs"))
         .unwrap_or_else(|| PathBuf::from("/var/lib/lifeguard/drain-outputs"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use sha2::{Digest, Sha256};
+    use tokio::sync::mpsc::Receiver;
+
+    use super::*;
+    use crate::upload::UploadReceipt;
+
+    /// A call the store saw.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Call {
+        UploadStream(String),
+        PutObject(String),
+        AbortLeftovers(String),
+    }
+
+    /// An in-memory store. `stuck`: the upload takes no part and never ends, so the archiver
+    /// blocks on a full channel: an archiver that outlives the deadline.
+    #[derive(Default, Clone)]
+    struct FakeStore {
+        stuck: bool,
+        calls: Arc<Mutex<Vec<Call>>>,
+        objects: Arc<Mutex<BTreeMap<String, Stored>>>,
+    }
+
+    /// An object's bytes and metadata.
+    type Stored = (Vec<u8>, BTreeMap<String, String>);
+
+    fn sha256_hex(data: &[u8]) -> String {
+        hex::encode(Sha256::digest(data))
+    }
+
+    impl FakeStore {
+        fn receipt(&self, object: &ObjectSpec, body: Vec<u8>) -> UploadReceipt {
+            let receipt = UploadReceipt {
+                bucket: object.bucket.clone(),
+                key: object.key.clone(),
+                bytes: body.len() as u64,
+                sha256_hex: sha256_hex(&body),
+                s3_checksum: String::new(),
+                parts: 1,
+                etag: None,
+                version_id: None,
+            };
+            self.objects
+                .lock()
+                .unwrap()
+                .insert(object.key.clone(), (body, object.metadata.clone()));
+            receipt
+        }
+    }
+
+    impl ArchiveStore for FakeStore {
+        async fn upload_stream(
+            &self,
+            object: &ObjectSpec,
+            mut parts: Receiver<Bytes>,
+            _policy: &UploadPolicy,
+        ) -> Result<UploadReceipt, UploadError> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(Call::UploadStream(object.key.clone()));
+            if self.stuck {
+                std::future::pending::<()>().await;
+            }
+            let mut body = Vec::new();
+            while let Some(part) = parts.recv().await {
+                if part.is_empty() {
+                    return Ok(self.receipt(object, body));
+                }
+                body.extend_from_slice(&part);
+            }
+            Err(UploadError::StreamAborted {
+                bucket: object.bucket.clone(),
+                key: object.key.clone(),
+                upload_id: None,
+                bytes_received: body.len() as u64,
+            })
+        }
+
+        async fn abort_leftover_uploads(
+            &self,
+            object: &ObjectSpec,
+            _policy: &UploadPolicy,
+        ) -> usize {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(Call::AbortLeftovers(object.key.clone()));
+            1
+        }
+
+        async fn put_object(
+            &self,
+            object: &ObjectSpec,
+            body: Bytes,
+            _policy: &UploadPolicy,
+        ) -> Result<UploadReceipt, UploadError> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(Call::PutObject(object.key.clone()));
+            Ok(self.receipt(object, body.to_vec()))
+        }
+    }
+
+    const KEY: &str = "lifeguard/web/i-0abc/20261122T101500Z-scale_in.tar";
+
+    fn job(logs: &std::path::Path, part_bytes: usize) -> PackJob {
+        let object = ObjectSpec {
+            bucket: "logs".to_string(),
+            key: KEY.to_string(),
+            metadata: BTreeMap::from([("instance-id".to_string(), "i-0abc".to_string())]),
+            content_type: "application/x-tar".to_string(),
+            sse: ServerSideEncryption::S3,
+            expected_bucket_owner: None,
+            checksum: ChecksumKind::Crc32c,
+        };
+        let mut manifest_object = object.clone();
+        manifest_object.key = format!("{KEY}.manifest.json");
+        manifest_object.content_type = "application/json".to_string();
+        PackJob {
+            object,
+            manifest_object,
+            spec: ArchiveSpec {
+                sources: vec![logs.to_string_lossy().into_owned()],
+                exclude: Vec::new(),
+                compression: Compression::None,
+                max_total_bytes: None,
+                max_file_bytes: None,
+                max_files: archive::DEFAULT_MAX_FILES,
+            },
+            extras: Vec::new(),
+            drain_json: json!({"instance_id": "i-0abc"}),
+            part_bytes,
+            concurrency: 1,
+        }
+    }
+
+    fn logs() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("app.log"), vec![b'a'; 300_000]).unwrap();
+        std::fs::write(dir.path().join("other.log"), b"other\n").unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn the_sidecar_is_the_manifest_with_both_digests_and_nothing_is_copied() {
+        let dir = logs();
+        let store = FakeStore::default();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let summary = archive_and_upload(&store, job(dir.path(), 1 << 20), deadline)
+            .await
+            .unwrap();
+
+        let calls = store.calls.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            vec![
+                Call::UploadStream(KEY.to_string()),
+                Call::PutObject(format!("{KEY}.manifest.json")),
+            ],
+            "one upload and the sidecar: no copy of the archive onto itself"
+        );
+        let objects = store.objects.lock().unwrap().clone();
+        let (archive, archive_metadata) = &objects[KEY];
+        assert!(!archive_metadata.contains_key("manifest-sha256"));
+        let mut manifest_in_archive = Vec::new();
+        let mut tar = tar::Archive::new(archive.as_slice());
+        for entry in tar.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.path().unwrap().as_os_str() == archive::MANIFEST_PATH {
+                entry.read_to_end(&mut manifest_in_archive).unwrap();
+            }
+        }
+        assert!(!manifest_in_archive.is_empty());
+
+        let (sidecar, sidecar_metadata) = &objects[&format!("{KEY}.manifest.json")];
+        assert_eq!(sidecar, &manifest_in_archive, "byte for byte");
+        assert_eq!(sidecar_metadata["archive-sha256"], sha256_hex(archive));
+        assert_eq!(sidecar_metadata["manifest-sha256"], sha256_hex(sidecar));
+        assert_eq!(sidecar_metadata["instance-id"], "i-0abc");
+
+        assert_eq!(summary.key, KEY);
+        assert_eq!(summary.sha256, sha256_hex(archive));
+        assert_eq!(summary.manifest_sha256, Some(sha256_hex(sidecar)));
+        assert_eq!(summary.files, 2);
+        assert_eq!(summary.skipped_files, 0);
+    }
+
+    #[tokio::test]
+    async fn an_archiver_that_outlives_the_deadline_is_given_up_and_the_upload_aborted() {
+        let dir = logs();
+        let store = FakeStore {
+            stuck: true,
+            ..FakeStore::default()
+        };
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(500);
+        // Small parts: the archiver fills the channel and then waits on it for ever.
+        let job = job(dir.path(), 4096);
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            pack_within(&store, job, deadline, Duration::from_millis(300)),
+        )
+        .await
+        .expect("the drain is not held by the archiver");
+        let error = result.unwrap_err().to_string();
+        assert!(error.contains(KEY), "{error}");
+        assert!(error.contains("had not ended"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(
+            store
+                .calls
+                .lock()
+                .unwrap()
+                .contains(&Call::AbortLeftovers(KEY.to_string()))
+        );
+    }
 }

@@ -1,16 +1,23 @@
-//! Progress reports to the controller's queue. Reporting is best effort and bounded in time:
-//! the agent works the same with no controller, and a slow queue never delays a drain.
+//! Progress reports to the controller's queue. Reporting is bounded in time: the agent works the
+//! same with no controller, and a slow queue delays a drain by seconds at most. Transient
+//! failures (throttling, a queue briefly unreachable) are retried under the one retry policy,
+//! longer for a final report, which tells the controller whether it must step in.
 
 use std::future::Future;
 use std::time::Duration;
 
-use aws_sdk_sqs::error::DisplayErrorContext;
 use lifeguard_common::message::AgentReport;
+use lifeguard_common::retry::{CallError, RetryPolicy, retry};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use tokio::time::Instant;
 
-/// Time one report may take before it is given up.
-const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time one attempt may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a progress report may take, retries included: the next one is not far off.
+const PROGRESS_BUDGET: Duration = Duration::from_secs(10);
+/// Time a final report may take, retries included.
+const FINAL_BUDGET: Duration = Duration::from_secs(30);
 
 /// Where reports go.
 pub trait ReportSink: Send + Sync {
@@ -67,27 +74,38 @@ impl ReportSink for SqsReports {
         let body = report
             .to_event(&event_id(report), &now, &self.region, &self.account)
             .to_string();
-        let sending = self
-            .client
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(body)
-            .send();
-        match tokio::time::timeout(SEND_TIMEOUT, sending).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!(
-                "SendMessage {} ({} of {}): {}",
-                self.queue_url,
-                report.phase.name(),
-                report.instance_id,
-                DisplayErrorContext(&e)
-            )),
-            Err(_) => Err(format!(
-                "SendMessage {} ({} of {}): no answer within {SEND_TIMEOUT:?}",
+        let budget = if report.phase.is_final() {
+            FINAL_BUDGET
+        } else {
+            PROGRESS_BUDGET
+        };
+        retry(
+            "SendMessage",
+            RetryPolicy::until(Instant::now() + budget, ATTEMPT_TIMEOUT),
+            |timeout| CallError {
+                retryable: true,
+                code: None,
+                detail: format!("no answer within {timeout:?}"),
+            },
+            || async {
+                self.client
+                    .send_message()
+                    .queue_url(&self.queue_url)
+                    .message_body(body.as_str())
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| CallError::from_sdk(&e))
+            },
+        )
+        .await
+        .map_err(|gave_up| {
+            format!(
+                "SendMessage {} ({} of {}): {gave_up}",
                 self.queue_url,
                 report.phase.name(),
                 report.instance_id
-            )),
-        }
+            )
+        })
     }
 }

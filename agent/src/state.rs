@@ -1,80 +1,32 @@
-//! The drain record on disk: what a drain has done so far, written atomically after every
-//! step, so an agent restarted mid-drain resumes it instead of running it twice (and never
-//! uploads or completes twice).
+//! The agent's state file: the drain in progress ([`DrainRecord`], written atomically after
+//! every stage, so an agent restarted mid-drain resumes it instead of running it twice), and
+//! the notices already drained for (so a notice that stays readable in IMDS, such as a
+//! rebalance recommendation, drains once, across restarts too).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-use lifeguard_common::message::{ArchiveSummary, StepReport};
 use serde::{Deserialize, Serialize};
 
-const FORMAT: u32 = 1;
+use crate::drain::machine::DrainRecord;
 
+/// Format 1 held a bare drain record; it is set aside, not trusted.
+const FORMAT: u32 = 2;
+/// Notices remembered; older ones are forgotten first (they are long gone from IMDS).
+const HANDLED_KEPT: usize = 64;
+
+/// What the state file holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DrainRecord {
+pub struct AgentState {
     pub format: u32,
     pub instance_id: String,
-    /// `scale_in`, `spot_interruption`, ...
-    pub reason: String,
-    pub asg: Option<String>,
-    pub hook: Option<String>,
-    /// When the drain started, RFC 3339: deadlines are counted from here after a restart.
-    pub started_at: String,
-    /// The kernel's boot id when the drain started: a record from an earlier boot belongs to
-    /// an event that has passed (the instance was stopped and started again).
+    /// The drain in progress, or the last one of a leaving instance (finished: the agent only
+    /// waits to be stopped).
+    pub drain: Option<DrainRecord>,
+    /// [`crate::watch::Trigger::notice_key`]s of notices already drained for, oldest first.
     #[serde(default)]
-    pub boot_id: Option<String>,
-    /// The spot interruption time, when the drain is racing one.
-    #[serde(default)]
-    pub spot_time: Option<String>,
-    /// The spot action (`terminate`, `stop`, `hibernate`), when the drain is racing one.
-    #[serde(default)]
-    pub spot_action: Option<String>,
-    /// The last report's sequence number.
-    pub seq: u64,
-    /// Steps that have run, in order.
-    pub steps: Vec<StepReport>,
-    /// A step marked `abandon` failed: the action is completed with ABANDON.
-    pub abandon: bool,
-    /// The key an upload was started for; a restarted agent aborts what it left there.
-    pub upload_key: Option<String>,
-    /// The uploaded archive.
-    pub archive: Option<ArchiveSummary>,
-    /// Why the archive could not be made or uploaded, if it could not.
-    pub archive_error: Option<String>,
-    /// Set once the lifecycle action is completed, or known to need no completion.
-    pub lifecycle_done: bool,
-    /// Set once the final report is sent: nothing is left to do.
-    pub finished: bool,
-}
-
-impl DrainRecord {
-    pub fn new(instance_id: &str, reason: &str, started_at: String) -> Self {
-        DrainRecord {
-            format: FORMAT,
-            instance_id: instance_id.to_string(),
-            reason: reason.to_string(),
-            asg: None,
-            hook: None,
-            started_at,
-            boot_id: current_boot_id(),
-            spot_time: None,
-            spot_action: None,
-            seq: 0,
-            steps: Vec::new(),
-            abandon: false,
-            upload_key: None,
-            archive: None,
-            archive_error: None,
-            lifecycle_done: false,
-            finished: false,
-        }
-    }
-
-    pub fn next_seq(&mut self) -> u64 {
-        self.seq += 1;
-        self.seq
-    }
+    pub handled: Vec<String>,
 }
 
 /// This boot's id, from the kernel.
@@ -86,21 +38,112 @@ pub fn current_boot_id() -> Option<String> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("writing the drain record {}: {source}", path.display())]
+    #[error("writing the state file {}: {source}", path.display())]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("reading the drain record {}: {source}", path.display())]
+    #[error("reading the state file {}: {source}", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
 }
 
-/// The stored record, if any. A record that cannot be parsed (a torn disk, an older format)
-/// is moved aside and reported, so it is neither trusted nor lost.
-pub fn load(path: &Path) -> Result<Option<DrainRecord>, StateError> {
+/// The state file of this agent, written through.
+pub struct StateStore {
+    path: PathBuf,
+    state: Mutex<AgentState>,
+}
+
+impl StateStore {
+    /// Opens the state file for `instance_id`. A file of another instance (baked into the
+    /// image) or a drain from an earlier boot (the event has passed) is not resumed; the
+    /// notices already handled are kept either way.
+    pub fn open(path: &Path, instance_id: &str) -> Result<StateStore, StateError> {
+        let mut state = load(path)?.unwrap_or_else(|| AgentState {
+            format: FORMAT,
+            instance_id: instance_id.to_string(),
+            drain: None,
+            handled: Vec::new(),
+        });
+        if state.instance_id != instance_id {
+            tracing::warn!(%instance_id, recorded = %state.instance_id, "state file of another instance ignored");
+            state = AgentState {
+                format: FORMAT,
+                instance_id: instance_id.to_string(),
+                drain: None,
+                handled: Vec::new(),
+            };
+        }
+        if let Some(drain) = &state.drain
+            && drain.boot_id.is_some()
+            && drain.boot_id != current_boot_id()
+        {
+            tracing::info!(%instance_id, reason = drain.trigger().reason(),
+                "drain record from an earlier boot set aside");
+            state.drain = None;
+        }
+        Ok(StateStore {
+            path: path.to_path_buf(),
+            state: Mutex::new(state),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, AgentState> {
+        // Held only for copies and assignments; a panic cannot leave it half-written.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn drain(&self) -> Option<DrainRecord> {
+        self.state().drain.clone()
+    }
+
+    pub fn handled(&self) -> Vec<String> {
+        self.state().handled.clone()
+    }
+
+    /// Records the drain's progress. Losing it only risks redoing work after a restart, so a
+    /// failed write is logged and the drain goes on.
+    pub fn save_drain(&self, record: &DrainRecord) {
+        let snapshot = {
+            let mut state = self.state();
+            state.drain = Some(record.clone());
+            state.clone()
+        };
+        self.write(&snapshot);
+    }
+
+    /// The drain of a notice is over and the instance stays: forget the drain, remember the
+    /// notice so that it does not drain again while it stays readable.
+    pub fn drain_over(&self, notice: Option<String>) {
+        let snapshot = {
+            let mut state = self.state();
+            state.drain = None;
+            if let Some(notice) = notice
+                && !state.handled.contains(&notice)
+            {
+                state.handled.push(notice);
+                let excess = state.handled.len().saturating_sub(HANDLED_KEPT);
+                state.handled.drain(..excess);
+            }
+            state.clone()
+        };
+        self.write(&snapshot);
+    }
+
+    fn write(&self, state: &AgentState) {
+        if let Err(error) = save(&self.path, state) {
+            tracing::error!(%error, "state file not saved");
+        }
+    }
+}
+
+/// The stored state, if any. A file that cannot be parsed (a torn disk, an older format) is
+/// moved aside and reported, so it is neither trusted nor lost.
+pub fn load(path: &Path) -> Result<Option<AgentState>, StateError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -111,10 +154,10 @@ pub fn load(path: &Path) -> Result<Option<DrainRecord>, StateError> {
             });
         }
     };
-    match serde_json::from_str::<DrainRecord>(&text) {
-        Ok(record) if record.format == FORMAT => Ok(Some(record)),
-        Ok(record) => {
-            set_aside(path, &format!("format {}", record.format));
+    match serde_json::from_str::<AgentState>(&text) {
+        Ok(state) if state.format == FORMAT => Ok(Some(state)),
+        Ok(state) => {
+            set_aside(path, &format!("format {}", state.format));
             Ok(None)
         }
         Err(e) => {
@@ -126,12 +169,12 @@ pub fn load(path: &Path) -> Result<Option<DrainRecord>, StateError> {
 
 fn set_aside(path: &Path, why: &str) {
     let aside = path.with_extension("unreadable");
-    tracing::error!(path = %path.display(), aside = %aside.display(), why, "drain record unreadable; set aside");
+    tracing::error!(path = %path.display(), aside = %aside.display(), why, "state file unreadable; set aside");
     let _ = std::fs::rename(path, aside);
 }
 
-/// Writes the record atomically: a crash leaves the old record or the new one, never half.
-pub fn save(path: &Path, record: &DrainRecord) -> Result<(), StateError> {
+/// Writes the state atomically: a crash leaves the old file or the new one, never half.
+pub fn save(path: &Path, state: &AgentState) -> Result<(), StateError> {
     let failed = |source| StateError::Write {
         path: path.to_path_buf(),
         source,
@@ -140,7 +183,7 @@ pub fn save(path: &Path, record: &DrainRecord) -> Result<(), StateError> {
         std::fs::create_dir_all(dir).map_err(failed)?;
     }
     let temporary = path.with_extension("tmp");
-    let body = serde_json::to_vec_pretty(record).map_err(|e| failed(std::io::Error::other(e)))?;
+    let body = serde_json::to_vec_pretty(state).map_err(|e| failed(std::io::Error::other(e)))?;
     let mut file = std::fs::File::create(&temporary).map_err(failed)?;
     file.write_all(&body).map_err(failed)?;
     file.sync_all().map_err(failed)?;
@@ -155,35 +198,86 @@ pub fn save(path: &Path, record: &DrainRecord) -> Result<(), StateError> {
     Ok(())
 }
 
-/// Now, as records store it.
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::watch::Trigger;
 
-    #[test]
-    fn round_trip_and_missing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/agent-state.json");
-        assert_eq!(load(&path).unwrap(), None);
-        let mut record = DrainRecord::new("i-0abc", "scale_in", "2026-11-22T10:00:00Z".into());
-        record.next_seq();
-        save(&path, &record).unwrap();
-        assert_eq!(load(&path).unwrap(), Some(record));
+    fn now() -> time::OffsetDateTime {
+        time::macros::datetime!(2026-11-22 10:00:00 UTC)
     }
 
     #[test]
-    fn garbage_is_set_aside() {
+    fn round_trip_missing_and_another_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/agent-state.json");
+        assert_eq!(load(&path).unwrap(), None);
+        let store = StateStore::open(&path, "i-0abc").unwrap();
+        let mut record = DrainRecord::new("i-0abc", &Trigger::Terminate, None, now());
+        record.next_seq();
+        store.save_drain(&record);
+        let reopened = StateStore::open(&path, "i-0abc").unwrap();
+        assert_eq!(reopened.drain(), Some(record));
+        let baked = StateStore::open(&path, "i-0other").unwrap();
+        assert_eq!(baked.drain(), None);
+    }
+
+    #[test]
+    fn handled_notices_outlive_the_drain_and_are_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent-state.json");
-        std::fs::write(&path, "{\"format\": 1, \"instance_").unwrap();
+        let store = StateStore::open(&path, "i-0abc").unwrap();
+        let trigger = Trigger::Rebalance {
+            noticed: Some("2026-11-22T09:00:00Z".into()),
+        };
+        store.save_drain(&DrainRecord::new("i-0abc", &trigger, None, now()));
+        store.drain_over(trigger.notice_key());
+        let reopened = StateStore::open(&path, "i-0abc").unwrap();
+        assert_eq!(reopened.drain(), None);
+        assert_eq!(
+            reopened.handled(),
+            vec!["rebalance:2026-11-22T09:00:00Z".to_string()]
+        );
+        for i in 0..100 {
+            reopened.drain_over(Some(format!("rebalance:{i}")));
+        }
+        let handled = StateStore::open(&path, "i-0abc").unwrap().handled();
+        assert_eq!(handled.len(), HANDLED_KEPT);
+        assert_eq!(handled.last().map(String::as_str), Some("rebalance:99"));
+    }
+
+    #[test]
+    fn a_drain_of_an_earlier_boot_is_not_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent-state.json");
+        let store = StateStore::open(&path, "i-0abc").unwrap();
+        let record = DrainRecord::new(
+            "i-0abc",
+            &Trigger::Terminate,
+            Some("an-earlier-boot".into()),
+            now(),
+        );
+        store.save_drain(&record);
+        store.drain_over(Some("spot:stop:x".into()));
+        store.save_drain(&record);
+        let reopened = StateStore::open(&path, "i-0abc").unwrap();
+        assert_eq!(reopened.drain(), None);
+        assert_eq!(reopened.handled(), vec!["spot:stop:x".to_string()]);
+    }
+
+    #[test]
+    fn garbage_and_older_formats_are_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent-state.json");
+        std::fs::write(&path, "{\"format\": 2, \"instance_").unwrap();
         assert_eq!(load(&path).unwrap(), None);
         assert!(!path.exists());
         assert!(dir.path().join("agent-state.unreadable").exists());
+        std::fs::write(
+            &path,
+            "{\"format\": 1, \"instance_id\": \"i-0abc\", \"drain\": null}",
+        )
+        .unwrap();
+        assert_eq!(load(&path).unwrap(), None);
     }
 }

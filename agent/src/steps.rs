@@ -16,6 +16,8 @@ use crate::config::{OnFailure, StepAction, StepConfig};
 pub const OUTPUT_LIMIT: usize = 1024 * 1024;
 /// Time a timed-out step's process group gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How long output is still read after the SIGKILL.
+const LAST_WORDS_AFTER_KILL: Duration = Duration::from_secs(1);
 
 /// Environment variables given to every step: `LIFEGUARD_INSTANCE_ID`, `LIFEGUARD_ASG`, ...
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -166,8 +168,7 @@ async fn run_command(
             status = child.wait() => break status,
             () = tokio::time::sleep_until(deadline) => {
                 guard.disarm();
-                terminate_group(&mut child).await;
-                keep_tail(&mut output, b"\n[lifeguard] step timed out; process group stopped\n");
+                let output = last_words(&mut child, &mut reader, output, reading).await;
                 return (StepOutcome::TimedOut, None, finish_output(output));
             }
         }
@@ -232,21 +233,57 @@ impl Drop for GroupGuard {
     }
 }
 
-/// SIGTERM to the step's process group, SIGKILL after a grace period.
-async fn terminate_group(child: &mut tokio::process::Child) {
+/// Stops a timed-out step: SIGTERM to its process group, SIGKILL after [`KILL_GRACE`], and
+/// meanwhile its output is still read, so what it prints while shutting down (often why it
+/// hung) reaches the archive. Reading ends when every process of the group has closed the
+/// pipe, or [`LAST_WORDS_AFTER_KILL`] after the SIGKILL (a process that left the group may
+/// hold the pipe for ever).
+async fn last_words(
+    child: &mut tokio::process::Child,
+    reader: &mut tokio::net::unix::pipe::Receiver,
+    mut output: Vec<u8>,
+    mut reading: bool,
+) -> Vec<u8> {
     let group = child
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .and_then(Pid::from_raw);
     if let Some(group) = group {
         let _ = kill_process_group(group, Signal::TERM);
-        if tokio::time::timeout(KILL_GRACE, child.wait()).await.is_ok() {
-            return;
-        }
-        let _ = kill_process_group(group, Signal::KILL);
     }
+    let kill_at = Instant::now() + KILL_GRACE;
+    let mut give_up_at = None;
+    let mut exited = false;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while reading {
+        tokio::select! {
+            read = reader.read(&mut chunk) => match read {
+                Ok(0) | Err(_) => reading = false,
+                Ok(n) => keep_tail(&mut output, &chunk[..n]),
+            },
+            _ = child.wait(), if !exited => exited = true,
+            () = tokio::time::sleep_until(kill_at), if give_up_at.is_none() => {
+                if let Some(group) = group {
+                    let _ = kill_process_group(group, Signal::KILL);
+                }
+                give_up_at = Some(Instant::now() + LAST_WORDS_AFTER_KILL);
+            }
+            () = tokio::time::sleep_until(give_up_at.unwrap_or(kill_at)), if give_up_at.is_some() => {
+                reading = false;
+            }
+        }
+    }
+    keep_tail(
+        &mut output,
+        if give_up_at.is_some() {
+            b"\n[lifeguard] step timed out; its process group got SIGTERM, then SIGKILL\n"
+        } else {
+            b"\n[lifeguard] step timed out; its process group got SIGTERM and ended\n"
+        },
+    );
     let _ = child.start_kill();
     let _ = child.wait().await;
+    output
 }
 
 /// `systemctl stop UNIT` (which waits for the stop job), then confirm the unit is inactive.
@@ -394,6 +431,42 @@ mod tests {
             "",
             "background child killed too"
         );
+    }
+
+    #[tokio::test]
+    async fn what_a_timed_out_step_prints_while_stopping_is_kept() {
+        // The step says why it hung only once told to stop, as services do on SIGTERM; its
+        // child in the same group writes too, a moment later.
+        let script = "trap 'echo stopping: flushed 42 requests; sleep 1; echo bye; exit 1' TERM; \
+                      (trap 'sleep 0.5; echo child done; exit 0' TERM; while :; do sleep 0.1; done) & \
+                      while :; do sleep 0.1; done";
+        let result = run_step(&step("hung", script, 1), &StepEnv::default(), far()).await;
+        assert_eq!(result.outcome, StepOutcome::TimedOut);
+        let output = String::from_utf8_lossy(&result.output);
+        assert!(output.contains("stopping: flushed 42 requests"), "{output}");
+        assert!(output.contains("bye"), "{output}");
+        assert!(output.contains("child done"), "{output}");
+        assert!(output.ends_with("got SIGTERM and ended\n"), "{output}");
+    }
+
+    #[tokio::test]
+    async fn a_step_that_ignores_sigterm_is_killed_and_reading_is_bounded() {
+        let started = Instant::now();
+        let result = run_step(
+            &step(
+                "stubborn",
+                "trap '' TERM; echo ignoring; while :; do sleep 0.1; done",
+                1,
+            ),
+            &StepEnv::default(),
+            far(),
+        )
+        .await;
+        assert_eq!(result.outcome, StepOutcome::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(12));
+        let output = String::from_utf8_lossy(&result.output);
+        assert!(output.contains("ignoring"), "{output}");
+        assert!(output.contains("then SIGKILL"), "{output}");
     }
 
     #[tokio::test]

@@ -18,12 +18,13 @@ pub enum Trigger {
         action: SpotAction,
         at: Option<OffsetDateTime>,
     },
-    /// EC2 recommends replacing the spot instance.
-    Rebalance,
+    /// EC2 recommends replacing the spot instance; `noticed` is the notice's `noticeTime`.
+    Rebalance { noticed: Option<String> },
     /// Scheduled maintenance will stop or retire the instance.
     Maintenance {
         code: String,
         not_before: Option<OffsetDateTime>,
+        event_id: String,
     },
     /// An operator asked for the logs now (`lifeguard-agent archive --upload`).
     Manual,
@@ -36,7 +37,7 @@ impl Trigger {
             Trigger::Terminate => "scale_in",
             Trigger::WarmPool => "warm_pool",
             Trigger::Spot { .. } => "spot_interruption",
-            Trigger::Rebalance => "rebalance",
+            Trigger::Rebalance { .. } => "rebalance",
             Trigger::Maintenance { .. } => "maintenance",
             Trigger::Manual => "manual",
         }
@@ -54,7 +55,37 @@ impl Trigger {
             Trigger::Spot { action, .. } => {
                 !matches!(action, SpotAction::Stop | SpotAction::Hibernate)
             }
-            Trigger::WarmPool | Trigger::Rebalance | Trigger::Manual => false,
+            Trigger::WarmPool | Trigger::Rebalance { .. } | Trigger::Manual => false,
+        }
+    }
+
+    /// What identifies the notice behind this trigger, for notices that stay readable in IMDS
+    /// after the drain (a rebalance recommendation, a spot stop, a maintenance event): one drain
+    /// per notice. `None` for triggers that are transitions, not standing notices.
+    pub fn notice_key(&self) -> Option<String> {
+        let time = |at: &Option<OffsetDateTime>| {
+            at.and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| "unknown".to_string())
+        };
+        match self {
+            Trigger::Spot { action, at } => Some(format!("spot:{}:{}", action.as_str(), time(at))),
+            Trigger::Rebalance { noticed } => Some(format!(
+                "rebalance:{}",
+                noticed.as_deref().unwrap_or("unknown")
+            )),
+            Trigger::Maintenance {
+                code,
+                not_before,
+                event_id,
+            } => Some(if event_id.is_empty() {
+                format!("maintenance:{code}:{}", time(not_before))
+            } else {
+                format!("maintenance:{event_id}")
+            }),
+            Trigger::Terminate | Trigger::WarmPool | Trigger::Manual => None,
         }
     }
 }
@@ -65,7 +96,8 @@ impl Trigger {
 pub struct Observation {
     pub target_state: Option<Option<TargetLifecycleState>>,
     pub spot: Option<Option<(SpotAction, Option<OffsetDateTime>)>>,
-    pub rebalance: Option<bool>,
+    /// `Some(Some(noticeTime))` while a rebalance recommendation is readable.
+    pub rebalance: Option<Option<String>>,
     pub maintenance: Option<Vec<MaintenanceEvent>>,
 }
 
@@ -75,6 +107,17 @@ pub struct WatchState {
     /// Seen `InService` since start: a later `Warmed:*` is a return to the warm pool, whereas
     /// `Warmed:*` from the start is an instance launched into the pool.
     pub seen_in_service: bool,
+    /// [`Trigger::notice_key`]s of the notices already drained for (kept in the state file, so
+    /// a restart does not drain again for a notice that is still readable).
+    pub handled: Vec<String>,
+}
+
+impl WatchState {
+    fn is_handled(&self, trigger: &Trigger) -> bool {
+        trigger
+            .notice_key()
+            .is_some_and(|key| self.handled.contains(&key))
+    }
 }
 
 /// What the operator asked to react to.
@@ -89,8 +132,9 @@ pub struct WatchPolicy {
 /// Maintenance codes that take the instance away; reboots bring it back and need no drain.
 const DRAINING_MAINTENANCE: [&str; 2] = ["instance-stop", "instance-retirement"];
 
-/// The most urgent trigger in this observation, if any. Spot interruptions come first (two
-/// minutes of warning), then terminations, then maintenance, then rebalance.
+/// The most urgent trigger in this observation that has not been drained for yet, if any. Spot
+/// interruptions come first (two minutes of warning), then terminations, then maintenance,
+/// then rebalance.
 pub fn decide(
     state: &mut WatchState,
     observation: &Observation,
@@ -98,10 +142,13 @@ pub fn decide(
     now: OffsetDateTime,
 ) -> Option<Trigger> {
     if let Some(Some((action, at))) = &observation.spot {
-        return Some(Trigger::Spot {
+        let trigger = Trigger::Spot {
             action: action.clone(),
             at: *at,
-        });
+        };
+        if !state.is_handled(&trigger) {
+            return Some(trigger);
+        }
     }
     match &observation.target_state {
         Some(Some(TargetLifecycleState::Terminated)) => return Some(Trigger::Terminate),
@@ -115,11 +162,19 @@ pub fn decide(
     if policy.drain_on_maintenance
         && let Some(events) = &observation.maintenance
         && let Some(trigger) = due_maintenance(events, policy.maintenance_lead_secs, now)
+        && !state.is_handled(&trigger)
     {
         return Some(trigger);
     }
-    if policy.drain_on_rebalance && observation.rebalance == Some(true) {
-        return Some(Trigger::Rebalance);
+    if policy.drain_on_rebalance
+        && let Some(Some(noticed)) = &observation.rebalance
+    {
+        let trigger = Trigger::Rebalance {
+            noticed: Some(noticed.clone()),
+        };
+        if !state.is_handled(&trigger) {
+            return Some(trigger);
+        }
     }
     None
 }
@@ -141,6 +196,7 @@ fn due_maintenance(
             due.then(|| Trigger::Maintenance {
                 code: event.code.clone(),
                 not_before,
+                event_id: event.event_id.clone(),
             })
         })
 }
@@ -179,7 +235,7 @@ mod tests {
         Observation {
             target_state: Some(Some(target)),
             spot: Some(None),
-            rebalance: Some(false),
+            rebalance: Some(None),
             maintenance: Some(vec![]),
         }
     }
@@ -271,13 +327,56 @@ mod tests {
     fn rebalance_only_when_asked() {
         let mut s = WatchState::default();
         let mut obs = state(TargetLifecycleState::InService);
-        obs.rebalance = Some(true);
+        obs.rebalance = Some(Some("2026-11-22T09:58:00Z".into()));
         assert_eq!(decide(&mut s, &obs, &policy(), NOW), None);
         let asked = WatchPolicy {
             drain_on_rebalance: true,
             ..policy()
         };
-        assert_eq!(decide(&mut s, &obs, &asked, NOW), Some(Trigger::Rebalance));
+        assert_eq!(
+            decide(&mut s, &obs, &asked, NOW),
+            Some(Trigger::Rebalance {
+                noticed: Some("2026-11-22T09:58:00Z".into())
+            })
+        );
+    }
+
+    #[test]
+    fn a_standing_notice_drains_once_and_a_new_one_again() {
+        let asked = WatchPolicy {
+            drain_on_rebalance: true,
+            ..policy()
+        };
+        let mut obs = state(TargetLifecycleState::InService);
+        obs.rebalance = Some(Some("2026-11-22T09:58:00Z".into()));
+        let mut s = WatchState::default();
+        let first = decide(&mut s, &obs, &asked, NOW).unwrap();
+        s.handled.push(first.notice_key().unwrap());
+        assert_eq!(decide(&mut s, &obs, &asked, NOW), None, "the same notice");
+        obs.rebalance = Some(Some("2026-11-22T11:00:00Z".into()));
+        assert!(decide(&mut s, &obs, &asked, NOW).is_some(), "a new notice");
+
+        let stop = Trigger::Spot {
+            action: SpotAction::Stop,
+            at: Some(datetime!(2026-11-22 10:02:00 UTC)),
+        };
+        let mut obs = state(TargetLifecycleState::InService);
+        obs.spot = Some(Some((
+            SpotAction::Stop,
+            Some(datetime!(2026-11-22 10:02:00 UTC)),
+        )));
+        let mut s = WatchState {
+            handled: vec![stop.notice_key().unwrap()],
+            ..WatchState::default()
+        };
+        assert_eq!(decide(&mut s, &obs, &policy(), NOW), None);
+        obs.target_state = Some(Some(TargetLifecycleState::Terminated));
+        assert_eq!(
+            decide(&mut s, &obs, &policy(), NOW),
+            Some(Trigger::Terminate),
+            "a handled spot notice does not hide a termination"
+        );
+        assert_eq!(Trigger::Terminate.notice_key(), None);
     }
 
     fn event(code: &str, not_before: &str, state: &str) -> MaintenanceEvent {
@@ -314,7 +413,8 @@ mod tests {
             decide(&mut s, &obs, &policy(), NOW),
             Some(Trigger::Maintenance {
                 code: "instance-stop".into(),
-                not_before: Some(datetime!(2026-11-22 10:05:00 UTC))
+                not_before: Some(datetime!(2026-11-22 10:05:00 UTC)),
+                event_id: "instance-event-1".into(),
             })
         );
         obs.maintenance = Some(vec![event(

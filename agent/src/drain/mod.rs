@@ -1,45 +1,56 @@
-//! One drain, from the first report to the lifecycle completion: steps, archive and upload,
-//! heartbeats while work remains, completion retried until the action's own deadline. Every
-//! stage is recorded on disk before the next begins, so a restarted agent picks up where it
-//! stopped and never uploads or completes twice.
+//! One drain, driven. The decisions are [`machine::next`]'s: await the lifecycle action
+//! through plain `Terminating`, run the steps, archive and upload, complete the action, send
+//! the final report. This module does the I/O of each, records its outcome in the
+//! [`machine::DrainRecord`] and saves it before the next, so a restarted agent picks up where
+//! it stopped and never runs a step, uploads or completes twice. A [`Cadence`] keeps the action
+//! alive with heartbeats and the controller informed with progress reports meanwhile.
+
+mod await_action;
+mod complete;
+pub mod machine;
+mod record;
+
+pub use await_action::hook_for;
+pub use complete::complete_action;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use lifeguard_common::message::{AgentReport, ArchiveSummary, ReportPhase, StepReport};
+use lifeguard_common::message::{
+    AgentReport, ArchiveSummary, CompletionReport, ReportPhase, StepReport,
+};
+use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::cadence::{Cadence, CadenceSpec, HeartbeatTarget, Progress};
 use crate::config::{AgentConfig, OnFailure};
-use crate::lifecycle::{AutoScaling, Completion, HookInfo, LifecycleResult, heartbeat_interval};
+use crate::imds::InstanceMetadata;
+use crate::lifecycle::{AutoScaling, HookInfo};
 use crate::pack::{self, PackError};
 use crate::report::ReportSink;
-use crate::state::{self, DrainRecord};
+use crate::state::StateStore;
 use crate::steps::{StepEnv, run_step};
 use crate::upload::ArchiveStore;
 use crate::watch::Trigger;
+use machine::{Deadlines, DrainRecord, Facts, HookRecord, Next, Stage};
 
-/// What the drain works with, shared with its heartbeat task.
+/// What the drain works with, shared with its cadence.
 pub struct Deps<A, S, R> {
     pub autoscaling: A,
     pub store: Option<S>,
     pub reports: R,
 }
 
-/// Facts about this drain that do not change while it runs.
+/// Facts about this drain that the archive needs (its key, its manifest's `drain` section).
 #[derive(Debug, Clone)]
 pub struct DrainPlan {
     pub instance_id: String,
     pub asg: Option<String>,
     pub trigger: Trigger,
     /// The hook whose action holds the instance; `None` when no action waits.
-    pub hook: Option<HookInfo>,
-    /// The lifecycle action ends (by its global timeout) at this instant.
-    pub action_deadline: Option<Instant>,
-    /// The archive must be uploaded by then (spot interruption minus the margin).
-    pub archive_deadline: Option<Instant>,
+    pub hook: Option<HookRecord>,
     /// Where step outputs are kept until archived (they survive a restart).
     pub work_dir: PathBuf,
 }
@@ -47,10 +58,9 @@ pub struct DrainPlan {
 /// How the drain ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrainOutcome {
-    /// `false` when a stop signal left steps to run: the record stays for a restart.
+    /// `false` when a stop signal left work to do: the record stays for a restart.
     pub finished: bool,
-    pub result: Option<LifecycleResult>,
-    pub completion: Option<Completion>,
+    pub completion: Option<CompletionReport>,
     pub archive: Option<ArchiveSummary>,
     pub archive_error: Option<String>,
     pub steps: Vec<StepReport>,
@@ -59,148 +69,304 @@ pub struct DrainOutcome {
 /// Upload time allowed after SIGTERM before the agent gives up and exits.
 pub const SHUTDOWN_UPLOAD_GRACE: Duration = Duration::from_secs(30);
 
-pub struct Drain<'a, A, S, R> {
+pub struct Drain<'a, M, A, S, R> {
     pub config: &'a AgentConfig,
+    pub imds: &'a M,
     pub deps: Arc<Deps<A, S, R>>,
-    pub plan: DrainPlan,
+    pub state: &'a StateStore,
     pub shutdown: CancellationToken,
 }
 
-impl<A, S, R> Drain<'_, A, S, R>
+/// The instant matching a wall-clock time (now if it has passed).
+pub fn instant_at(at: OffsetDateTime) -> Instant {
+    let left = at - OffsetDateTime::now_utc();
+    Instant::now() + left.try_into().unwrap_or(Duration::ZERO)
+}
+
+impl<M, A, S, R> Drain<'_, M, A, S, R>
 where
+    M: InstanceMetadata,
     A: AutoScaling + 'static,
     S: ArchiveStore + 'static,
     R: ReportSink + 'static,
 {
-    fn report(&self, record: &DrainRecord, phase: ReportPhase, seq: u64) -> AgentReport {
-        AgentReport {
-            phase,
-            instance_id: self.plan.instance_id.clone(),
-            asg: self.plan.asg.clone(),
-            hook: self.plan.hook.as_ref().map(|h| h.name.clone()),
-            token: None,
-            reason: Some(self.plan.trigger.reason().to_string()),
-            seq,
-            archive: record.archive.clone(),
-            steps: record.steps.clone(),
-            result: None,
-            error: record.archive_error.clone(),
-        }
+    fn step_names(&self) -> Vec<String> {
+        self.config
+            .drain
+            .steps
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
     }
 
-    async fn send(&self, report: AgentReport) {
-        if let Err(error) = self.deps.reports.send(&report).await {
-            tracing::warn!(instance_id = %self.plan.instance_id, phase = report.phase.name(), %error, "report not sent");
-        }
+    fn report_interval(&self) -> Duration {
+        Duration::from_secs(self.config.report.interval_secs.max(1))
     }
 
     fn save(&self, record: &DrainRecord) {
-        if let Err(error) = state::save(&self.config.state.path, record) {
-            // Losing the record only risks redoing work after a restart; the drain goes on.
-            tracing::error!(instance_id = %self.plan.instance_id, %error, "drain record not saved");
+        self.state.save_drain(record);
+    }
+
+    fn deadlines(&self, record: &DrainRecord) -> Deadlines {
+        let upload_timeout = self
+            .config
+            .upload
+            .as_ref()
+            .map_or(Duration::from_secs(900), |u| {
+                Duration::from_secs(u.timeout_secs)
+            });
+        machine::deadlines(
+            record,
+            upload_timeout,
+            Duration::from_secs(self.config.archive.spot_margin_secs),
+            OffsetDateTime::now_utc(),
+        )
+    }
+
+    pub fn plan(&self, record: &DrainRecord) -> DrainPlan {
+        DrainPlan {
+            instance_id: record.instance_id.clone(),
+            asg: record.asg.clone(),
+            trigger: record.trigger(),
+            hook: record.hook.clone(),
+            work_dir: pack::work_dir_for(&self.config.state.path),
+        }
+    }
+
+    /// A report of this drain, with everything the record knows.
+    fn report(&self, record: &DrainRecord, phase: ReportPhase) -> AgentReport {
+        let mut report = AgentReport::new(phase, &record.instance_id);
+        report.asg = record.asg.clone();
+        report.hook = record.hook.as_ref().map(|h| h.name.clone());
+        report.reason = Some(record.trigger().reason().to_string());
+        report.seq = record.seq;
+        report
+    }
+
+    async fn send(&self, report: &AgentReport) {
+        if let Err(error) = self.deps.reports.send(report).await {
+            tracing::warn!(instance_id = %report.instance_id, phase = report.phase.name(), %error, "report not sent");
         }
     }
 
     pub async fn run(&self, mut record: DrainRecord) -> DrainOutcome {
-        let instance_id = self.plan.instance_id.clone();
-        let resumed = record.seq > 0;
-        tracing::info!(%instance_id, asg = self.plan.asg.as_deref(), reason = self.plan.trigger.reason(),
-            hook = self.plan.hook.as_ref().map(|h| h.name.as_str()), resumed, "drain started");
-        record.asg = self.plan.asg.clone();
-        record.hook = self.plan.hook.as_ref().map(|h| h.name.clone());
-        let seq = Arc::new(AtomicU64::new(record.seq));
-        if !resumed {
-            record.seq = seq.fetch_add(1, Ordering::SeqCst) + 1;
-            self.save(&record);
-            self.send(self.report(&record, ReportPhase::DrainStarted, record.seq))
-                .await;
+        let instance_id = record.instance_id.clone();
+        let steps = self.step_names();
+        let progress = Progress::starting_at(record.seq, &record.stage_label(&steps));
+        let mut cadence: Option<Cadence> = None;
+        let mut hook_cache: Option<Option<HookInfo>> = None;
+        if record.asg.is_none() {
+            record.asg = self.group_of(&instance_id).await;
         }
-
-        let heartbeats = CancellationToken::new();
-        let heartbeat_task = self.start_heartbeats(&record, seq.clone(), heartbeats.clone());
-
-        self.run_steps(&mut record).await;
-        // Also on a stop signal mid-drain: the instance may be shutting down, and the logs
-        // must be safe before it does.
-        if record.archive.is_none() && record.archive_error.is_none() {
-            self.archive(&mut record).await;
-        }
-
-        heartbeats.cancel();
-        if let Some(task) = heartbeat_task {
-            let _ = task.await;
-        }
-        record.seq = seq.load(Ordering::SeqCst);
-
-        let steps_left = self
-            .config
-            .drain
-            .steps
-            .len()
-            .saturating_sub(record.steps.len());
-        if self.shutdown.is_cancelled() && steps_left > 0 {
-            // Completing now would let the instance go with its drain half done. The record
-            // stays unfinished: a restarted agent runs the remaining steps and completes; if
-            // none comes back, the hook's timeout applies its default result.
-            self.save(&record);
-            tracing::warn!(%instance_id, steps_left, archived = record.archive.is_some(),
-                "stopped mid-drain; the lifecycle action is left for the restarted agent");
-            return DrainOutcome {
-                finished: false,
-                result: None,
-                completion: None,
-                archive: record.archive,
-                archive_error: record.archive_error,
-                steps: record.steps,
+        tracing::info!(%instance_id, asg = record.asg.as_deref(), reason = record.trigger().reason(),
+            stage = ?record.stage, resumed = record.seq > 0, "drain record opened");
+        loop {
+            let facts = Facts {
+                steps: &steps,
+                archive: self.config.upload.is_some() && self.deps.store.is_some(),
+                stopping: self.shutdown.is_cancelled(),
             };
+            let next = machine::next(&record, &facts);
+            progress.set_stage(&record.stage_label(&steps));
+            match next {
+                Next::LookForAction => self.await_action(&mut record, &mut hook_cache).await,
+                Next::RunStep(index) => {
+                    self.begin(&mut record, &mut cadence, &progress).await;
+                    if !self.run_step(&mut record, index).await {
+                        continue;
+                    }
+                }
+                Next::Archive => {
+                    self.begin(&mut record, &mut cadence, &progress).await;
+                    if !self.archive(&mut record).await {
+                        return self.leave(record, cadence, &progress).await;
+                    }
+                }
+                Next::GiveUpArchive => {
+                    self.abort_last_upload(&record).await;
+                    record.archive_given_up();
+                    tracing::error!(%instance_id, attempts = record.archive_attempts,
+                        "archive given up: every attempt was cut short");
+                    self.save(&record);
+                }
+                Next::Complete(result) => {
+                    self.begin(&mut record, &mut cadence, &progress).await;
+                    if let Some(cadence) = &cadence {
+                        cadence.stop_heartbeats();
+                    }
+                    record.last_heartbeat_at = progress.last_heartbeat_at();
+                    let (completion, error) = self.complete(&record, result).await;
+                    record.completed(completion, error);
+                    self.save(&record);
+                }
+                Next::SkipCompletion(completion) => {
+                    record.completed(completion, None);
+                    self.save(&record);
+                }
+                Next::Report(phase) => {
+                    self.begin(&mut record, &mut cadence, &progress).await;
+                    if let Some(cadence) = cadence.take() {
+                        cadence.stop().await;
+                    }
+                    record.seq = progress.next_seq();
+                    record.last_heartbeat_at = progress.last_heartbeat_at();
+                    let mut report = self.report(&record, phase);
+                    progress.stamp(&mut report, self.report_interval());
+                    report.stage = Some("done".to_string());
+                    report.archive = record.archive.clone();
+                    report.steps = record.steps.clone();
+                    report.completion = record.completion;
+                    report.result = record
+                        .hook
+                        .as_ref()
+                        .map(|_| record.result().as_str().to_string());
+                    let errors: Vec<&str> = [&record.archive_error, &record.completion_error]
+                        .into_iter()
+                        .filter_map(|e| e.as_deref())
+                        .collect();
+                    report.error = (!errors.is_empty()).then(|| errors.join("; "));
+                    self.send(&report).await;
+                    record.reported();
+                    self.save(&record);
+                    tracing::info!(%instance_id, phase = phase.name(), completion = ?record.completion,
+                        archive = ?record.archive.as_ref().map(|a| &a.key), error = ?report.error, "drain finished");
+                }
+                Next::Leave => return self.leave(record, cadence, &progress).await,
+                Next::Done => break,
+            }
         }
-
-        let result = if record.abandon {
-            LifecycleResult::Abandon
-        } else {
-            LifecycleResult::Continue
-        };
-        let mut completion = None;
-        if !record.lifecycle_done {
-            completion = self.complete(result).await;
-            record.lifecycle_done = true;
-            self.save(&record);
-        }
-
-        let phase = if record.archive_error.is_some() {
-            ReportPhase::DrainFailed
-        } else {
-            ReportPhase::DrainFinished
-        };
-        record.seq += 1;
-        let mut report = self.report(&record, phase, record.seq);
-        report.result = self.plan.hook.as_ref().map(|_| result.as_str().to_string());
-        self.send(report).await;
-        record.finished = true;
-        self.save(&record);
-        tracing::info!(%instance_id, result = result.as_str(), completion = ?completion,
-            archive = ?record.archive.as_ref().map(|a| &a.key), error = ?record.archive_error, "drain finished");
         DrainOutcome {
             finished: true,
-            result: self.plan.hook.as_ref().map(|_| result),
-            completion,
+            completion: record.completion,
             archive: record.archive,
             archive_error: record.archive_error,
             steps: record.steps,
         }
     }
 
-    fn step_env(&self) -> StepEnv {
+    /// Stopped with work left: the record stays for the restarted agent.
+    async fn leave(
+        &self,
+        mut record: DrainRecord,
+        cadence: Option<Cadence>,
+        progress: &Progress,
+    ) -> DrainOutcome {
+        if let Some(cadence) = cadence {
+            cadence.stop().await;
+        }
+        record.seq = record.seq.max(progress.seq());
+        record.last_heartbeat_at = progress.last_heartbeat_at().or(record.last_heartbeat_at);
+        self.save(&record);
+        tracing::warn!(instance_id = %record.instance_id, stage = ?record.stage,
+            steps_done = record.steps.len(), archived = record.archive.is_some(),
+            "stopped mid-drain; the lifecycle action is left for the restarted agent");
+        DrainOutcome {
+            finished: false,
+            completion: None,
+            archive: record.archive,
+            archive_error: record.archive_error,
+            steps: record.steps,
+        }
+    }
+
+    /// Once the drain has begun: the first report (for a new drain) and the cadence.
+    async fn begin(
+        &self,
+        record: &mut DrainRecord,
+        cadence: &mut Option<Cadence>,
+        progress: &Arc<Progress>,
+    ) {
+        if cadence.is_some() || record.stage != Stage::Draining {
+            return;
+        }
+        if record.seq == 0 {
+            record.seq = progress.next_seq();
+            self.save(record);
+            let mut report = self.report(record, ReportPhase::DrainStarted);
+            progress.stamp(&mut report, self.report_interval());
+            self.send(&report).await;
+            tracing::info!(instance_id = %record.instance_id, asg = record.asg.as_deref(),
+                hook = record.hook.as_ref().map(|h| h.name.as_str()),
+                action_confirmed = record.action_confirmed, "drain started");
+        }
+        let heartbeats = match (&record.hook, &record.asg) {
+            (Some(hook), Some(asg)) if record.completion.is_none() => {
+                let began = record.drain_started_at.unwrap_or(record.noticed_at);
+                Some(HeartbeatTarget {
+                    asg: asg.clone(),
+                    hook: hook.name.clone(),
+                    heartbeat_timeout: hook.heartbeat_timeout(),
+                    until: instant_at(began + hook.global_timeout()),
+                })
+            }
+            _ => None,
+        };
+        let last_heartbeat = record.last_heartbeat_at.map(instant_at);
+        *cadence = Some(Cadence::start(
+            self.deps.clone(),
+            CadenceSpec {
+                template: self.report(record, ReportPhase::DrainProgress),
+                progress_phase: ReportPhase::DrainProgress,
+                heartbeat_phase: Some(ReportPhase::DrainHeartbeat),
+                report_interval: self.report_interval(),
+                heartbeats,
+                last_heartbeat,
+            },
+            progress.clone(),
+        ));
+    }
+
+    /// Runs one step; `false` when a stop signal interrupted it (not recorded: the restarted
+    /// agent runs it again).
+    async fn run_step(&self, record: &mut DrainRecord, index: usize) -> bool {
+        let step = &self.config.drain.steps[index];
+        let deadline = instant_at(self.deadlines(record).steps);
+        let env = self.step_env(record);
+        crate::service::notify_status(&format!("draining: step {}", step.name));
+        let result = tokio::select! {
+            result = run_step(step, &env, deadline) => result,
+            () = self.shutdown.cancelled() => {
+                // Dropping the step stops its process group.
+                tracing::warn!(instance_id = %record.instance_id, step = %step.name,
+                    "stop signal: drain step interrupted");
+                return false;
+            }
+        };
+        tracing::info!(instance_id = %record.instance_id, step = %step.name, outcome = ?result.outcome,
+            exit_code = ?result.exit_code, duration_ms = u64::try_from(result.duration.as_millis()).unwrap_or(u64::MAX),
+            "drain step done");
+        let work_dir = pack::work_dir_for(&self.config.state.path);
+        let output_path = work_dir.join(pack::step_output_name(index, &step.name));
+        if let Err(error) = std::fs::create_dir_all(&work_dir)
+            .and_then(|()| std::fs::write(&output_path, &result.output))
+        {
+            tracing::warn!(path = %output_path.display(), %error, "step output not kept");
+        }
+        record.step_done(
+            StepReport {
+                name: result.name.clone(),
+                outcome: result.outcome,
+                exit_code: result.exit_code,
+                duration_ms: u64::try_from(result.duration.as_millis()).unwrap_or(u64::MAX),
+            },
+            step.on_failure == OnFailure::Abandon,
+        );
+        self.save(record);
+        true
+    }
+
+    fn step_env(&self, record: &DrainRecord) -> StepEnv {
+        let trigger = record.trigger();
         let mut env = StepEnv::default();
-        env.set("INSTANCE_ID", &self.plan.instance_id);
-        env.set("REASON", self.plan.trigger.reason());
-        if let Some(asg) = &self.plan.asg {
+        env.set("INSTANCE_ID", &record.instance_id);
+        env.set("REASON", trigger.reason());
+        if let Some(asg) = &record.asg {
             env.set("ASG", asg);
         }
-        if let Some(hook) = &self.plan.hook {
+        if let Some(hook) = &record.hook {
             env.set("HOOK", &hook.name);
         }
-        if let Trigger::Spot { action, at } = &self.plan.trigger {
+        if let Trigger::Spot { action, at } = &trigger {
             env.set("SPOT_ACTION", action.as_str());
             if let Some(at) = at.and_then(|t| {
                 t.format(&time::format_description::well_known::Rfc3339)
@@ -212,88 +378,60 @@ where
         env
     }
 
-    async fn run_steps(&self, record: &mut DrainRecord) {
-        let env = self.step_env();
-        let drain_deadline = self
-            .plan
-            .archive_deadline
-            .or(self.plan.action_deadline)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-        for (index, step) in self.config.drain.steps.iter().enumerate() {
-            if record.steps.iter().any(|done| done.name == step.name) {
-                continue;
-            }
-            // Asked to stop: steps not run yet are left for the restarted agent to resume.
-            if self.shutdown.is_cancelled() {
-                break;
-            }
-            let result = tokio::select! {
-                result = run_step(step, &env, drain_deadline) => result,
-                () = self.shutdown.cancelled() => {
-                    // Dropping the step stops its process group; it is not recorded, so the
-                    // restarted agent runs it again.
-                    tracing::warn!(instance_id = %self.plan.instance_id, step = %step.name,
-                        "stop signal: drain step interrupted");
-                    break;
-                }
-            };
-            tracing::info!(instance_id = %self.plan.instance_id, step = %step.name, outcome = ?result.outcome,
-                exit_code = ?result.exit_code, duration_ms = result.duration.as_millis() as u64, "drain step done");
-            let output_path = self
-                .plan
-                .work_dir
-                .join(pack::step_output_name(index, &step.name));
-            if let Err(error) = std::fs::create_dir_all(&self.plan.work_dir)
-                .and_then(|()| std::fs::write(&output_path, &result.output))
-            {
-                tracing::warn!(path = %output_path.display(), %error, "step output not kept");
-            }
-            if result.failed() && step.on_failure == OnFailure::Abandon {
-                record.abandon = true;
-            }
-            record.steps.push(StepReport {
-                name: result.name.clone(),
-                outcome: result.outcome,
-                exit_code: result.exit_code,
-                duration_ms: u64::try_from(result.duration.as_millis()).unwrap_or(u64::MAX),
-            });
-            self.save(record);
-        }
-    }
-
-    async fn archive(&self, record: &mut DrainRecord) {
-        let (Some(upload), Some(store)) = (&self.config.upload, self.deps.store.as_ref()) else {
-            return;
+    /// Builds and uploads the archive; `false` when a stop signal cut the upload short (the
+    /// attempt is counted; the restarted agent tries again).
+    async fn archive(&self, record: &mut DrainRecord) -> bool {
+        let Some(store) = self.deps.store.as_ref() else {
+            return true;
         };
-        let deadline = self
-            .plan
-            .archive_deadline
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(upload.timeout_secs));
-        let job = pack::PackJob::new(self.config, &self.plan, record);
+        let deadline = instant_at(self.deadlines(record).archive);
+        let job = pack::PackJob::new(self.config, &self.plan(record), record);
         if record.upload_key.as_deref() == Some(job.key()) {
             // An earlier run got as far as the upload and was killed: its multipart upload
             // would otherwise stay open (and billed) until a bucket lifecycle rule removes it.
             let aborted = pack::abort_leftovers(store, &job, deadline).await;
             if aborted > 0 {
-                tracing::info!(instance_id = %self.plan.instance_id, key = job.key(), aborted, "aborted uploads left by the previous run");
+                tracing::info!(instance_id = %record.instance_id, key = job.key(), aborted,
+                    "aborted uploads left by the previous run");
             }
-        } else {
-            record.upload_key = Some(job.key().to_string());
-            self.save(record);
         }
+        record.archive_started(job.key());
+        self.save(record);
+        crate::service::notify_status("draining: archiving the logs");
         let uploading = pack::archive_and_upload(store, job, deadline);
         let outcome = tokio::select! {
             outcome = uploading => outcome,
             () = self.shutdown_deadline(deadline) => Err(PackError::Shutdown),
         };
         match outcome {
-            Ok(summary) => record.archive = Some(summary),
+            Ok(summary) => record.archive_finished(Ok(summary)),
+            Err(PackError::Shutdown) => {
+                tracing::warn!(instance_id = %record.instance_id,
+                    "stop signal: the upload did not finish within the grace; left for the restarted agent");
+                self.save(record);
+                return false;
+            }
             Err(error) => {
-                tracing::error!(instance_id = %self.plan.instance_id, %error, "archive not uploaded");
-                record.archive_error = Some(error.to_string());
+                tracing::error!(instance_id = %record.instance_id, %error, "archive not uploaded");
+                record.archive_finished(Err(error.to_string()));
             }
         }
         self.save(record);
+        true
+    }
+
+    /// Aborts what the last, interrupted archive attempt left open in S3.
+    async fn abort_last_upload(&self, record: &DrainRecord) {
+        let (Some(store), Some(key)) = (self.deps.store.as_ref(), &record.upload_key) else {
+            return;
+        };
+        let job = pack::PackJob::new(self.config, &self.plan(record), record);
+        if job.key() == key {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let aborted = pack::abort_leftovers(store, &job, deadline).await;
+            tracing::info!(instance_id = %record.instance_id, %key, aborted,
+                "aborted the upload the last archive attempt left");
+        }
     }
 
     /// Resolves once a shutdown has been asked for and its grace has passed (or the deadline).
@@ -301,108 +439,5 @@ where
         self.shutdown.cancelled().await;
         let grace_end = (Instant::now() + SHUTDOWN_UPLOAD_GRACE).min(deadline);
         tokio::time::sleep_until(grace_end).await;
-    }
-
-    fn start_heartbeats(
-        &self,
-        record: &DrainRecord,
-        seq: Arc<AtomicU64>,
-        stop: CancellationToken,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        let hook = self.plan.hook.clone()?;
-        if record.lifecycle_done {
-            return None;
-        }
-        let asg = self.plan.asg.clone()?;
-        let deps = self.deps.clone();
-        let instance_id = self.plan.instance_id.clone();
-        let reason = self.plan.trigger.reason().to_string();
-        Some(tokio::spawn(async move {
-            let interval = heartbeat_interval(hook.heartbeat_timeout);
-            // One at once: the action may have waited a while before the drain began.
-            let mut next = Instant::now();
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep_until(next) => {}
-                }
-                match deps
-                    .autoscaling
-                    .heartbeat(&asg, &hook.name, &instance_id)
-                    .await
-                {
-                    Ok(true) => {
-                        next = Instant::now() + interval;
-                        tracing::debug!(%instance_id, %asg, hook = %hook.name, "lifecycle heartbeat sent");
-                        let report = AgentReport {
-                            phase: ReportPhase::DrainHeartbeat,
-                            instance_id: instance_id.clone(),
-                            asg: Some(asg.clone()),
-                            hook: Some(hook.name.clone()),
-                            token: None,
-                            reason: Some(reason.clone()),
-                            seq: seq.fetch_add(1, Ordering::SeqCst) + 1,
-                            archive: None,
-                            steps: Vec::new(),
-                            result: None,
-                            error: None,
-                        };
-                        if let Err(error) = deps.reports.send(&report).await {
-                            tracing::warn!(%instance_id, %error, "heartbeat report not sent");
-                        }
-                    }
-                    Ok(false) => {
-                        tracing::warn!(%instance_id, %asg, hook = %hook.name,
-                            "no lifecycle action waits any more (completed elsewhere or timed out)");
-                        return;
-                    }
-                    Err(error) => {
-                        // Try again soon: a third of the timeout leaves room for two more tries.
-                        next = Instant::now() + (interval / 3).max(Duration::from_secs(1));
-                        tracing::warn!(%instance_id, %error, "lifecycle heartbeat failed");
-                    }
-                }
-            }
-        }))
-    }
-
-    /// Completes the action by instance id, retrying transient failures until the action's
-    /// own deadline; `None` when no action waits or it could not be completed.
-    async fn complete(&self, result: LifecycleResult) -> Option<Completion> {
-        let (Some(hook), Some(asg)) = (&self.plan.hook, &self.plan.asg) else {
-            return None;
-        };
-        let instance_id = &self.plan.instance_id;
-        let deadline = self
-            .plan
-            .action_deadline
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(300));
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match self
-                .deps
-                .autoscaling
-                .complete(asg, &hook.name, instance_id, result)
-                .await
-            {
-                Ok(completion) => {
-                    tracing::info!(%instance_id, %asg, hook = %hook.name, result = result.as_str(),
-                        ?completion, "lifecycle action completed");
-                    return Some(completion);
-                }
-                Err(error) if error.is_transient() && Instant::now() + delay < deadline => {
-                    tracing::warn!(%instance_id, %error, "completing the lifecycle action failed; retrying");
-                    tokio::time::sleep(delay.mul_f64(0.5 + fastrand::f64())).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-                Err(error) => {
-                    // The hook's default result applies at its timeout: the instance is never
-                    // held forever because of us.
-                    tracing::error!(%instance_id, %error, default_result = %hook.default_result,
-                        "lifecycle action not completed; the hook's default result will apply");
-                    return None;
-                }
-            }
-        }
     }
 }
