@@ -6,13 +6,16 @@
 
 use std::collections::HashMap;
 
-use lifeguard_common::message::{ReportPhase, Transition};
+use lifeguard_common::message::{LifecycleResult, ReportPhase, Transition};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::watch::Heard;
+
 /// `transition began-at [hook]`: when the action began (the event's time, or first sight).
 pub const ACTION: &str = "lifeguard:drain:action";
-/// `phase seq at`: the agent's latest report.
+/// `phase seq at [every=SECS] [result=R] [done=yes|no]`: the agent's latest report, its promised
+/// report interval, and for a final report the result and whether its completion went through.
 pub const AGENT: &str = "lifeguard:drain:agent";
 /// `at`: the latest heartbeat anyone recorded.
 pub const HEARTBEAT: &str = "lifeguard:drain:heartbeat";
@@ -38,6 +41,37 @@ pub struct AgentMark {
     pub phase: ReportPhase,
     pub seq: u64,
     pub at: OffsetDateTime,
+    pub promise_secs: Option<u64>,
+    pub result: Option<LifecycleResult>,
+    /// `None` for marks written before completions were reported.
+    pub action_done: Option<bool>,
+}
+
+impl AgentMark {
+    /// The mark of a report as the watch took it in.
+    pub fn of(heard: &Heard) -> AgentMark {
+        AgentMark {
+            phase: heard.phase,
+            seq: heard.seq,
+            at: heard.at,
+            promise_secs: heard.promise.map(|p| p.as_secs()),
+            result: heard.result,
+            action_done: heard.phase.is_final().then_some(heard.action_done),
+        }
+    }
+
+    /// The report this mark stands for (its heartbeat has a mark of its own).
+    pub fn heard(&self) -> Heard {
+        Heard {
+            phase: self.phase,
+            seq: self.seq,
+            at: self.at,
+            promise: self.promise_secs.map(std::time::Duration::from_secs),
+            heartbeat_at: None,
+            result: self.result,
+            action_done: self.action_done.unwrap_or(true),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,9 +168,34 @@ impl Marks {
             })
         });
         let agent = match words(AGENT).as_slice() {
-            [phase, seq, at] => {
+            [phase, seq, at, extra @ ..] => {
                 match (ReportPhase::from_name(phase), seq.parse(), parse_time(at)) {
-                    (Some(phase), Ok(seq), Some(at)) => Some(AgentMark { phase, seq, at }),
+                    (Some(phase), Ok(seq), Some(at)) => {
+                        let mut mark = AgentMark {
+                            phase,
+                            seq,
+                            at,
+                            promise_secs: None,
+                            result: None,
+                            action_done: None,
+                        };
+                        // Unknown or damaged extras are left out, as a whole damaged mark is.
+                        for word in extra {
+                            match word.split_once('=') {
+                                Some(("every", secs)) => mark.promise_secs = secs.parse().ok(),
+                                Some(("result", "CONTINUE")) => {
+                                    mark.result = Some(LifecycleResult::Continue);
+                                }
+                                Some(("result", "ABANDON")) => {
+                                    mark.result = Some(LifecycleResult::Abandon);
+                                }
+                                Some(("done", "yes")) => mark.action_done = Some(true),
+                                Some(("done", "no")) => mark.action_done = Some(false),
+                                _ => {}
+                            }
+                        }
+                        Some(mark)
+                    }
                     _ => None,
                 }
             }
@@ -201,15 +260,22 @@ pub fn action_tag(mark: &ActionMark) -> (&'static str, String) {
 }
 
 pub fn agent_tag(mark: &AgentMark) -> (&'static str, String) {
-    (
-        AGENT,
-        format!(
-            "{} {} {}",
-            mark.phase.name(),
-            mark.seq,
-            format_time(mark.at)
-        ),
-    )
+    let mut value = format!(
+        "{} {} {}",
+        mark.phase.name(),
+        mark.seq,
+        format_time(mark.at)
+    );
+    if let Some(secs) = mark.promise_secs {
+        value.push_str(&format!(" every={secs}"));
+    }
+    if let Some(result) = mark.result {
+        value.push_str(&format!(" result={}", result.as_str()));
+    }
+    if let Some(done) = mark.action_done {
+        value.push_str(if done { " done=yes" } else { " done=no" });
+    }
+    (AGENT, value)
 }
 
 pub fn heartbeat_tag(at: OffsetDateTime) -> (&'static str, String) {
@@ -260,9 +326,12 @@ mod tests {
                 hook: Some("drain logs".into()),
             }),
             agent: Some(AgentMark {
-                phase: ReportPhase::DrainHeartbeat,
+                phase: ReportPhase::DrainFailed,
                 seq: 7,
                 at: AT + time::Duration::seconds(30),
+                promise_secs: Some(30),
+                result: Some(LifecycleResult::Continue),
+                action_done: Some(false),
             }),
             heartbeat: Some(AT + time::Duration::seconds(31)),
             takeover: Some(TakeoverMark {
@@ -287,8 +356,17 @@ mod tests {
             outcome_tag(marks.outcome.as_ref().unwrap()),
             archive_tag("0b5a8e7c-1d2f-4e3a-9b6c-7d8e9f0a1b2c", AT),
         ]);
-        assert_eq!(written[AGENT], "drain_heartbeat 7 2026-11-22T10:00:30Z");
+        assert_eq!(
+            written[AGENT],
+            "drain_failed 7 2026-11-22T10:00:30Z every=30 result=CONTINUE done=no"
+        );
         assert_eq!(Marks::from_tags(&written), marks);
+        // A mark of the earlier form still reads.
+        let older = Marks::from_tags(&tags(&[(
+            AGENT,
+            "drain_heartbeat 7 2026-11-22T10:00:30Z".into(),
+        )]));
+        assert_eq!(older.agent.unwrap().heard().promise, None);
         assert!(written.values().all(|v| v.len() <= 256), "tag values fit");
     }
 

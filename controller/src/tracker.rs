@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use lifeguard_common::message::{
-    AgentReport, LifecycleAction, LifecycleResult, Message, Parsed, ReportPhase, Transition,
+    AgentReport, CompletionReport, LifecycleAction, LifecycleResult, Message, Parsed, ReportPhase,
+    Transition,
 };
 use time::OffsetDateTime;
 use tokio::sync::Notify;
@@ -21,7 +22,7 @@ use crate::fleet::{Fleet, FleetError, GroupView, HookInfo};
 use crate::marks::{self, ActionMark, AgentMark, EndedBy, Marks, OutcomeMark};
 use crate::metrics::Metrics;
 use crate::queue::{Handled, Handler, Observation, Received};
-use crate::watch::{AgentState, GroupPolicy, Takeover, Watch};
+use crate::watch::{AgentState, GroupPolicy, Heard, Takeover, Watch};
 
 pub mod act;
 mod reconcile;
@@ -242,10 +243,18 @@ impl<F: Fleet> Tracker<F> {
         if let Some(known) = state.watches.get_mut(&entry.watch.instance_id)
             && known.watch.transition == entry.watch.transition
         {
-            // Reports taken in meanwhile stay: keep the newer agent state.
+            // Reports taken in meanwhile stay: keep the newer agent state, and the earliest
+            // start an event has shown.
             let agent = newer_agent(known.watch.agent, entry.watch.agent);
+            let began_at = known.watch.began_at.min(entry.watch.began_at);
+            let last_heartbeat_at = known
+                .watch
+                .last_heartbeat_at
+                .max(entry.watch.last_heartbeat_at);
             *known = entry;
             known.watch.agent = agent;
+            known.watch.began_at = began_at;
+            known.watch.last_heartbeat_at = last_heartbeat_at;
         }
     }
 
@@ -254,6 +263,26 @@ impl<F: Fleet> Tracker<F> {
             .watches
             .get(instance_id)
             .is_some_and(|e| e.watch.transition == transition)
+    }
+
+    fn began_at(&self, instance_id: &str) -> Option<OffsetDateTime> {
+        self.state()
+            .watches
+            .get(instance_id)
+            .map(|e| e.watch.began_at)
+    }
+
+    /// The action began earlier than the watch thought: every deadline moves with it.
+    fn move_start(&self, instance_id: &str, began_at: OffsetDateTime) {
+        let mut state = self.state();
+        if let Some(entry) = state.watches.get_mut(instance_id)
+            && began_at < entry.watch.began_at
+        {
+            entry.watch.began_at = began_at;
+            entry.due = now();
+        }
+        drop(state);
+        self.wake.notify_one();
     }
 
     pub(crate) fn watched_ids(&self) -> Vec<String> {
@@ -304,11 +333,34 @@ impl<F: Fleet> Tracker<F> {
             tracing::info!(instance_id = id, asg = %action.asg, hook = %action.hook, "event of a hook the group no longer has; deleted");
             return Handled::Done;
         };
+        let event_time = action.time.as_deref().and_then(|t| {
+            OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        });
         if self.is_watched(id, action.transition) {
-            tracing::debug!(
-                instance_id = id,
-                "lifecycle action already watched (duplicate delivery)"
-            );
+            // A duplicate, or the event of an action first seen by a reconcile (after a restart,
+            // say): the event knows when the action really began, and the grace counts from
+            // there.
+            if let Some(event_time) = event_time
+                && let Some(began_at) = self.began_at(id)
+                && event_time < began_at
+            {
+                let mark = ActionMark {
+                    transition: action.transition,
+                    began_at: event_time,
+                    hook: Some(hook.name.clone()),
+                };
+                if let Err(error) = self.fleet.set_marks(id, &[marks::action_tag(&mark)]).await {
+                    return retry(&error);
+                }
+                self.move_start(id, event_time);
+                tracing::info!(instance_id = id, began_at = %marks::format_time(event_time),
+                    "lifecycle action began earlier than first seen: its event says so");
+            } else {
+                tracing::debug!(
+                    instance_id = id,
+                    "lifecycle action already watched (duplicate delivery)"
+                );
+            }
             return Handled::Done;
         }
         // The event may be late, repeated, or about an action already over.
@@ -324,9 +376,6 @@ impl<F: Fleet> Tracker<F> {
                 "lifecycle action no longer waiting; nothing to do");
             return Handled::Done;
         }
-        let event_time = action.time.as_deref().and_then(|t| {
-            OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-        });
         let began_at = match self
             .ensure_action_mark(id, action.transition, Some(&hook.name), event_time, &found)
             .await
@@ -364,9 +413,12 @@ impl<F: Fleet> Tracker<F> {
         if let Some(mark) = &found.action
             && mark.transition == transition
             && found.outcome.as_ref().is_none_or(|o| o.at < mark.began_at)
+            && seen_at.is_none_or(|seen| seen >= mark.began_at)
         {
             return Ok(mark.began_at);
         }
+        // No mark, or one written from a later first sight (a reconcile after a restart) than
+        // the event's own time: the earliest known start stands.
         let began_at = seen_at.unwrap_or_else(now).min(now());
         let mark = ActionMark {
             transition,
@@ -382,9 +434,11 @@ impl<F: Fleet> Tracker<F> {
     async fn on_report(&self, report: &AgentReport) -> Handled {
         let id = report.instance_id.as_str();
         let at = now();
-        let transition = match report.phase {
-            ReportPhase::LaunchReady | ReportPhase::LaunchFailed => Transition::Launching,
-            _ => Transition::Terminating,
+        let heard = Heard::from_report(report, at);
+        let transition = if report.phase.is_launch() {
+            Transition::Launching
+        } else {
+            Transition::Terminating
         };
         let found = match self.fleet.marks(&[id.to_string()]).await {
             Ok(mut found) => found.remove(id).unwrap_or_default(),
@@ -398,16 +452,12 @@ impl<F: Fleet> Tracker<F> {
             .map(|a| a.began_at);
         let newer = match (&found.agent, action_began) {
             (Some(known), Some(began)) if known.at >= began => {
-                known.seq < report.seq || is_final(report.phase) && !is_final(known.phase)
+                known.seq < report.seq || report.phase.is_final() && !known.phase.is_final()
             }
             _ => true,
         };
         if newer {
-            tags.push(marks::agent_tag(&AgentMark {
-                phase: report.phase,
-                seq: report.seq,
-                at,
-            }));
+            tags.push(marks::agent_tag(&AgentMark::of(&heard)));
         }
         if action_began.is_none() {
             // A report before the event: this is when the action is first known.
@@ -417,19 +467,28 @@ impl<F: Fleet> Tracker<F> {
                 hook: report.hook.clone(),
             }));
         }
-        if report.phase == ReportPhase::DrainHeartbeat {
-            tags.push(marks::heartbeat_tag(at));
+        let heartbeat = match report.phase {
+            ReportPhase::DrainHeartbeat => Some(heard.heartbeat_at.unwrap_or(at)),
+            _ => heard.heartbeat_at,
+        };
+        if let Some(heartbeat) = heartbeat
+            && found.heartbeat.is_none_or(|known| known < heartbeat)
+        {
+            tags.push(marks::heartbeat_tag(heartbeat));
         }
-        let outcome = is_final(report.phase).then(|| OutcomeMark {
+        // The agent ended the action only if its own completion went through; otherwise the
+        // action stays the controller's to end (and to mark).
+        let outcome = (report.phase.is_final() && agent_completed(report)).then(|| OutcomeMark {
             result: report_result(report),
             by: EndedBy::Agent,
             at,
         });
+        let unrecorded = found
+            .outcome
+            .as_ref()
+            .is_none_or(|o| o.at < action_began.unwrap_or(at));
         if let Some(outcome) = &outcome
-            && found
-                .outcome
-                .as_ref()
-                .is_none_or(|o| o.at < action_began.unwrap_or(at))
+            && unrecorded
         {
             tags.push(marks::outcome_tag(outcome));
         }
@@ -443,7 +502,7 @@ impl<F: Fleet> Tracker<F> {
             let mut state = self.state();
             match state.watches.get_mut(id) {
                 Some(entry) if entry.watch.transition == transition => {
-                    entry.watch.on_report(report.phase, report.seq, at);
+                    entry.watch.on_report(&heard);
                     entry.due = at;
                     true
                 }
@@ -454,22 +513,17 @@ impl<F: Fleet> Tracker<F> {
             instance_id = id,
             phase = report.phase.name(),
             seq = report.seq,
+            completion = ?report.completion,
             "agent report"
         );
         if let Some(outcome) = outcome {
             self.metrics
                 .record_outcome(&outcome, action_began.map(|b| at - b));
-            // A launch reported ready stays watched until it is seen to have left
-            // `Pending:Wait`, so a completion of the agent's that did not get through is
-            // carried through; every other end is the agent's to finish.
-            if report.phase != ReportPhase::LaunchReady {
-                self.forget(id);
-            }
-        } else if !known
-            && found
-                .outcome
-                .as_ref()
-                .is_none_or(|o| o.at < action_began.unwrap_or(at))
+        }
+        // Every action stays watched until Auto Scaling shows it over: an agent's completion
+        // that did not go through is carried through or falls back.
+        if !known
+            && unrecorded
             && let Some(asg) = &report.asg
         {
             // A report before the event (or after a restart): watch it from now.
@@ -481,11 +535,7 @@ impl<F: Fleet> Tracker<F> {
                     });
                     if let Some(hook) = hook {
                         let mut found = found;
-                        found.agent = Some(AgentMark {
-                            phase: report.phase,
-                            seq: report.seq,
-                            at,
-                        });
+                        found.agent = Some(AgentMark::of(&heard));
                         self.watch_action(
                             id,
                             asg,
@@ -505,11 +555,12 @@ impl<F: Fleet> Tracker<F> {
     }
 }
 
-fn is_final(phase: ReportPhase) -> bool {
-    !matches!(
-        phase,
-        ReportPhase::DrainStarted | ReportPhase::DrainHeartbeat
-    )
+/// Whether the agent's own completion ended the action (agents that do not say are taken at
+/// their word, as before completions were reported).
+fn agent_completed(report: &AgentReport) -> bool {
+    report
+        .completion
+        .is_none_or(|c| c == CompletionReport::Completed)
 }
 
 fn report_result(report: &AgentReport) -> String {
@@ -550,33 +601,14 @@ pub(crate) fn merge_marks(watch: &mut Watch, found: &Marks) {
         && agent.at >= began
         && report_transition(agent.phase) == watch.transition
     {
-        match agent.phase {
-            ReportPhase::DrainStarted | ReportPhase::DrainHeartbeat => {
-                let seq = agent.seq;
-                let newer = match watch.agent {
-                    AgentState::Silent => true,
-                    AgentState::Reporting { seq: known, .. } => seq > known,
-                    AgentState::Finished { .. } => false,
-                };
-                if newer {
-                    watch.agent = AgentState::Reporting {
-                        last_at: agent.at,
-                        seq,
-                    };
-                }
-            }
-            ReportPhase::DrainFinished | ReportPhase::LaunchReady => {
-                watch.agent = AgentState::Finished {
-                    at: agent.at,
-                    result: Some(LifecycleResult::Continue),
-                };
-            }
-            ReportPhase::DrainFailed | ReportPhase::LaunchFailed => {
-                watch.agent = AgentState::Finished {
-                    at: agent.at,
-                    result: None,
-                };
-            }
+        let heard = agent.heard();
+        let newer = match watch.agent {
+            AgentState::Silent => true,
+            AgentState::Reporting { seq: known, .. } => heard.seq > known || heard.phase.is_final(),
+            AgentState::Finished { .. } => false,
+        };
+        if newer {
+            watch.on_report(&heard);
         }
     }
     if let Some(heartbeat) = found.heartbeat
@@ -593,9 +625,10 @@ pub(crate) fn merge_marks(watch: &mut Watch, found: &Marks) {
 }
 
 fn report_transition(phase: ReportPhase) -> Transition {
-    match phase {
-        ReportPhase::LaunchReady | ReportPhase::LaunchFailed => Transition::Launching,
-        _ => Transition::Terminating,
+    if phase.is_launch() {
+        Transition::Launching
+    } else {
+        Transition::Terminating
     }
 }
 

@@ -11,12 +11,18 @@
 
 use std::time::Duration;
 
-use lifeguard_common::message::{LifecycleResult, ReportPhase, Transition};
+use lifeguard_common::message::{AgentReport, LifecycleResult, ReportPhase, Transition};
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// Auto Scaling ends a lifecycle action after 100 heartbeat timeouts or 48 hours, whichever
 /// comes first, however many heartbeats it gets.
 pub const MAX_GLOBAL_TIMEOUT: Duration = Duration::from_secs(48 * 3600);
+/// Promised reports an agent may miss before it is taken for dead.
+pub const MISSED_REPORTS: u32 = 3;
+/// How long Auto Scaling may go on showing an action waiting after the agent said it is over
+/// (its view lags a moment) before the controller completes it with the agent's result.
+pub const FINISHED_SETTLE: Duration = Duration::from_secs(10);
 
 /// A group's policy for the actions the controller watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,13 +56,68 @@ pub struct AgentlessArchive {
 pub enum AgentState {
     /// Nothing yet.
     Silent,
-    /// Reports arrive; the last one at `last_at`.
-    Reporting { last_at: OffsetDateTime, seq: u64 },
-    /// The agent finished and completed the action itself (or reported that it failed to).
+    /// Reports arrive; the last one at `last_at`, promising the next within `promise`.
+    Reporting {
+        last_at: OffsetDateTime,
+        seq: u64,
+        promise: Option<Duration>,
+    },
+    /// The agent's part is over.
     Finished {
         at: OffsetDateTime,
+        /// The result it sent, or meant to send.
         result: Option<LifecycleResult>,
+        /// Whether its completion went through (or found the action already over). When it
+        /// did not (access denied, no hook found), the controller completes in its stead.
+        action_done: bool,
     },
+}
+
+/// One agent report, as the watch takes it in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heard {
+    pub phase: ReportPhase,
+    pub seq: u64,
+    /// When the report was received.
+    pub at: OffsetDateTime,
+    /// The agent's promised report interval; `None` from agents that promise none.
+    pub promise: Option<Duration>,
+    /// The agent's last lifecycle heartbeat, when it says.
+    pub heartbeat_at: Option<OffsetDateTime>,
+    /// Final reports: the result the agent sent or meant to send.
+    pub result: Option<LifecycleResult>,
+    /// Final reports: whether the action is known to be over (agents that say nothing of
+    /// their completion are taken at their word).
+    pub action_done: bool,
+}
+
+impl Heard {
+    pub fn from_report(report: &AgentReport, at: OffsetDateTime) -> Heard {
+        let result = match report
+            .result
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            Some("CONTINUE") => Some(LifecycleResult::Continue),
+            Some("ABANDON") => Some(LifecycleResult::Abandon),
+            _ => None,
+        };
+        Heard {
+            phase: report.phase,
+            seq: report.seq,
+            at,
+            promise: report.report_interval_secs.map(Duration::from_secs),
+            // A time from the instance's clock; never later than the report's arrival.
+            heartbeat_at: report
+                .lifecycle_heartbeat_at
+                .as_deref()
+                .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+                .map(|t| t.min(at)),
+            result,
+            action_done: report.completion.is_none_or(|c| c.action_done()),
+        }
+    }
 }
 
 /// What the controller has done about this action itself.
@@ -117,30 +178,54 @@ impl Watch {
 
     /// Takes in an agent report (reports may arrive twice or out of order: an older sequence
     /// number changes nothing).
-    pub fn on_report(&mut self, phase: ReportPhase, seq: u64, at: OffsetDateTime) {
+    pub fn on_report(&mut self, heard: &Heard) {
         if let AgentState::Reporting { seq: known, .. } = self.agent
-            && seq < known
+            && heard.seq < known
         {
             return;
         }
         if matches!(self.agent, AgentState::Finished { .. }) {
             return;
         }
-        if phase == ReportPhase::DrainHeartbeat {
-            self.last_heartbeat_at = Some(self.last_heartbeat_at.map_or(at, |last| last.max(at)));
+        let heartbeat = match heard.phase {
+            ReportPhase::DrainHeartbeat => Some(heard.heartbeat_at.unwrap_or(heard.at)),
+            _ => heard.heartbeat_at,
+        };
+        if let Some(heartbeat) = heartbeat {
+            self.on_heartbeat_sent(heartbeat);
         }
-        self.agent = match phase {
-            ReportPhase::DrainFinished | ReportPhase::LaunchReady => AgentState::Finished {
-                at,
-                result: Some(LifecycleResult::Continue),
-            },
-            ReportPhase::DrainFailed | ReportPhase::LaunchFailed => {
-                AgentState::Finished { at, result: None }
+        self.agent = if heard.phase.is_final() {
+            AgentState::Finished {
+                at: heard.at,
+                // Agents that name no result: a finished drain or a ready launch continued; a
+                // failed launch is not to be let in.
+                result: heard.result.or(match heard.phase {
+                    ReportPhase::DrainFinished | ReportPhase::LaunchReady => {
+                        Some(LifecycleResult::Continue)
+                    }
+                    ReportPhase::LaunchFailed => Some(LifecycleResult::Abandon),
+                    _ => None,
+                }),
+                action_done: heard.action_done,
             }
-            ReportPhase::DrainStarted | ReportPhase::DrainHeartbeat => {
-                AgentState::Reporting { last_at: at, seq }
+        } else {
+            AgentState::Reporting {
+                last_at: heard.at,
+                seq: heard.seq,
+                promise: heard.promise,
             }
         };
+    }
+
+    /// How long a reporting agent may stay silent before it is taken for dead: the group's
+    /// `report_silence`, or [`MISSED_REPORTS`] of the agent's promised intervals if that is
+    /// longer. An agent that promises nothing (an earlier version) reports at its lifecycle
+    /// heartbeats, a third of the heartbeat timeout apart: that is its implicit promise.
+    pub fn silence_limit(&self, policy: &GroupPolicy, promise: Option<Duration>) -> Duration {
+        let promise = promise.unwrap_or(self.heartbeat_timeout / 3);
+        policy
+            .report_silence
+            .max(promise.saturating_mul(MISSED_REPORTS))
     }
 
     /// Auto Scaling shows the action still waiting at `at`. If this record says it has expired,
@@ -164,38 +249,59 @@ pub fn decide(watch: &Watch, policy: &GroupPolicy, now: OffsetDateTime) -> Decis
     if let Takeover::Completed { .. } = watch.takeover {
         return Decision::Forget;
     }
-    if let AgentState::Finished { result, .. } = watch.agent {
-        // The agent completes the action itself; a failed drain was completed by it too (with
-        // ABANDON if a step said so), or left to the hook's default result. A launch the agent
-        // reported ready but that still waits (its own completion did not get through) is
-        // completed with CONTINUE here; "no active lifecycle action" then just means it did.
-        return match (watch.transition, result) {
-            (Transition::Launching, Some(result)) if now < watch.expires_at() => {
-                Decision::Complete(result)
-            }
-            _ => Decision::Forget,
-        };
-    }
+    let fallback = match watch.transition {
+        Transition::Terminating => policy.fallback_result,
+        Transition::Launching => policy.launch_fallback_result,
+    };
     if now >= watch.expires_at() {
         // Too late for anything: Auto Scaling has applied the hook's default result.
         return Decision::Forget;
+    }
+    if let AgentState::Finished {
+        at,
+        result,
+        action_done,
+    } = watch.agent
+    {
+        // The agent's part is over but Auto Scaling still shows the action waiting (this is
+        // only decided for actions seen waiting). If the agent's completion failed (access
+        // denied, no hook found), the controller completes in its stead, with the agent's
+        // result: the drain itself was done. If the agent says it went through, Auto Scaling's
+        // view may lag a moment: look again, then complete ("no active lifecycle action" then
+        // just means it was over).
+        let result = result.unwrap_or(fallback);
+        if action_done && now < at + FINISHED_SETTLE {
+            return Decision::WaitUntil((at + FINISHED_SETTLE).min(watch.expires_at()));
+        }
+        return Decision::Complete(result);
     }
 
     let agent_deadline = match (watch.transition, watch.agent) {
         (_, AgentState::Finished { .. }) => return Decision::Forget,
         // A launch is the agent's to gate with its readiness checks for as long as the hook
-        // allows; the fallback comes only at the deadline, just before the hook's default.
-        (Transition::Launching, _) => watch.expires_at() - launch_margin(watch.heartbeat_timeout),
+        // allows; the fallback comes at the deadline, just before the hook's default, or
+        // earlier if the agent that was reporting has gone silent.
+        (
+            Transition::Launching,
+            AgentState::Reporting {
+                last_at, promise, ..
+            },
+        ) => (last_at + watch.silence_limit(policy, promise))
+            .min(watch.expires_at() - launch_margin(watch.heartbeat_timeout)),
+        (Transition::Launching, AgentState::Silent) => {
+            watch.expires_at() - launch_margin(watch.heartbeat_timeout)
+        }
         (_, AgentState::Silent) => watch.began_at + policy.agent_grace,
-        (_, AgentState::Reporting { last_at, .. }) => last_at + policy.report_silence,
+        (
+            _,
+            AgentState::Reporting {
+                last_at, promise, ..
+            },
+        ) => last_at + watch.silence_limit(policy, promise),
     };
     // Launches are not kept waiting on an absent agent's behalf: a new instance that never
     // says ready should not hold capacity back for days.
     let heartbeats = policy.heartbeat_while_waiting && watch.transition == Transition::Terminating;
-    let fallback = match watch.transition {
-        Transition::Terminating => policy.fallback_result,
-        Transition::Launching => policy.launch_fallback_result,
-    };
     let heartbeat_now = heartbeat_due_at(watch).is_some_and(|due| now >= due);
     let until_heartbeat = |next: OffsetDateTime| match heartbeat_due_at(watch) {
         Some(due) if heartbeats => next.min(due),

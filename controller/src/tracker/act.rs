@@ -31,6 +31,10 @@ const PARALLEL: usize = 16;
 const RETRY_AFTER: Duration = Duration::from_secs(3);
 /// How often a running agentless archive is looked at.
 const ARCHIVE_POLL: Duration = Duration::from_secs(5);
+/// After a wake-up (a message made an action due), how long the supervisor waits for the
+/// messages handled alongside it: the events of one scale-in arrive together and are acted on
+/// in one round.
+const GATHER: Duration = Duration::from_millis(250);
 
 /// What a replica takes an action over for.
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +57,7 @@ impl<F: Fleet> Tracker<F> {
                 .min(Duration::from_secs(5));
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = self.wake.notified() => {}
+                () = self.wake.notified() => tokio::time::sleep(GATHER).await,
                 () = tokio::time::sleep(pause) => {}
             }
         }
@@ -62,7 +66,12 @@ impl<F: Fleet> Tracker<F> {
     /// One round over the due actions; when the next one is due.
     pub async fn round(self: &Arc<Self>) -> Option<OffsetDateTime> {
         let at = now();
-        let (due, next) = self.due(at, ROUND);
+        // Actions due within the claim's pause join this round if they are due for a takeover:
+        // their completion comes after the pause, when they are due, instead of a round later.
+        // Actions of one scale-in, due a moment apart, so end together rather than in
+        // stragglers.
+        let horizon = at + std_to_time(CLAIM_SETTLE);
+        let (due, next) = self.due(horizon, ROUND);
         if due.is_empty() {
             return next;
         }
@@ -106,7 +115,15 @@ impl<F: Fleet> Tracker<F> {
             {
                 self.follow_archive(&mut entry, &archive.command_id).await;
             }
-            let decision = decide(&entry.watch, &entry.policy, at);
+            let mut decision = decide(&entry.watch, &entry.policy, at);
+            if let Decision::WaitUntil(when) = decision
+                && when <= horizon
+                && let Decision::Complete(result) = decide(&entry.watch, &entry.policy, when)
+            {
+                // Due for a takeover before the claim's pause is over: claimed now, completed
+                // after the pause, when it is due.
+                decision = Decision::Complete(result);
+            }
             tracing::debug!(instance_id = %id, ?decision, agent = ?entry.watch.agent,
                 last_heartbeat_at = ?entry.watch.last_heartbeat_at, "decided");
             match decision {
@@ -214,6 +231,10 @@ impl<F: Fleet> Tracker<F> {
         if marked.is_empty() {
             return;
         }
+        tracing::info!(
+            claimed = marked.len(),
+            "takeovers claimed; confirming after the pause"
+        );
         tokio::time::sleep(CLAIM_SETTLE).await;
         let ids: Vec<String> = marked
             .iter()
@@ -335,12 +356,22 @@ impl<F: Fleet> Tracker<F> {
         let why = match w.agent {
             AgentState::Silent => "no report from the agent",
             AgentState::Reporting { .. } => "the agent's reports stopped",
+            AgentState::Finished {
+                action_done: false, ..
+            } => "the agent's own completion failed",
             AgentState::Finished { .. } => {
-                "the agent reported ready; its completion did not get through"
+                "the agent said it was over but Auto Scaling still shows it waiting"
             }
         };
-        // Carrying an agent's own result through is not a takeover: its outcome is marked.
-        let fallback = !matches!(w.agent, AgentState::Finished { .. });
+        // Completing after an agent that says its own completion went through only carries
+        // that through: not a fallback.
+        let fallback = !matches!(
+            w.agent,
+            AgentState::Finished {
+                action_done: true,
+                ..
+            }
+        );
         match self
             .fleet
             .lifecycle()
@@ -356,17 +387,18 @@ impl<F: Fleet> Tracker<F> {
                     by: EndedBy::Controller,
                     at,
                 };
-                if fallback {
-                    if let Err(error) = self
-                        .fleet
-                        .set_marks(&w.instance_id, &[marks::outcome_tag(&outcome)])
-                        .await
-                    {
-                        tracing::warn!(%error, "outcome not marked");
-                    }
-                    self.metrics.fallbacks.inc();
-                    self.metrics.record_outcome(&outcome, Some(at - w.began_at));
+                // Whoever's call ended the action is who the outcome names.
+                if let Err(error) = self
+                    .fleet
+                    .set_marks(&w.instance_id, &[marks::outcome_tag(&outcome)])
+                    .await
+                {
+                    tracing::warn!(%error, "outcome not marked");
                 }
+                if fallback {
+                    self.metrics.fallbacks.inc();
+                }
+                self.metrics.record_outcome(&outcome, Some(at - w.began_at));
                 entry.watch.takeover = Takeover::Completed { result };
                 self.forget(&entry.watch.instance_id);
             }
@@ -388,7 +420,7 @@ impl<F: Fleet> Tracker<F> {
     async fn settle_ended(&self, entry: Entry, found: &Marks) {
         let w = &entry.watch;
         let recorded = found.outcome.as_ref().is_some_and(|o| o.at >= w.began_at);
-        let agent_may_still_say = !matches!(w.agent, AgentState::Silent);
+        let agent_may_still_say = matches!(w.agent, AgentState::Reporting { .. });
         if !recorded && !agent_may_still_say {
             let outcome = OutcomeMark {
                 result: "ENDED".into(),

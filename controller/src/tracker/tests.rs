@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lifeguard_common::message::{Format, Transition};
+use lifeguard_common::message::{CompletionReport, Format, Transition};
 
 use super::*;
 use lifeguard_common::lifecycle::GroupMembership;
@@ -246,18 +246,13 @@ fn began(fleet: &FakeFleet, id: &str, secs_ago: i64) {
 fn report(id: &str, phase: ReportPhase, seq: u64) -> Parsed {
     Parsed {
         format: Format::EventBridge,
-        message: Message::AgentReport(AgentReport {
-            phase,
-            instance_id: id.into(),
-            asg: Some(GROUP.into()),
-            hook: Some(HOOK.into()),
-            token: None,
-            reason: None,
-            seq,
-            archive: None,
-            steps: Vec::new(),
-            result: None,
-            error: None,
+        message: Message::AgentReport({
+            let mut report = AgentReport::new(phase, id);
+            report.asg = Some(GROUP.into());
+            report.hook = Some(HOOK.into());
+            report.seq = seq;
+            report.report_interval_secs = Some(30);
+            report
         }),
     }
 }
@@ -419,7 +414,7 @@ async fn a_silent_agents_logs_are_archived_once_before_the_fallback() {
 }
 
 #[tokio::test]
-async fn a_launch_reported_ready_but_still_waiting_is_completed_with_continue() {
+async fn a_launch_reported_ready_whose_completion_failed_is_completed_with_continue() {
     let fleet = FakeFleet::waiting(&[]);
     fleet
         .states
@@ -436,16 +431,93 @@ async fn a_launch_reported_ready_but_still_waiting_is_completed_with_continue() 
     };
     let policy = tracker.config.policy_for(GROUP, &HashMap::new()).unwrap();
     tracker.watch_action("i-1", GROUP, &hook, &policy, now(), &Marks::default());
-    tracker
-        .handle(&report("i-1", ReportPhase::LaunchReady, 1), &received())
-        .await;
+    let mut ready = report("i-1", ReportPhase::LaunchReady, 1);
+    if let Message::AgentReport(report) = &mut ready.message {
+        report.result = Some("CONTINUE".into());
+        report.completion = Some(CompletionReport::Failed);
+        report.error = Some("CompleteLifecycleAction i-1: AccessDenied".into());
+    }
+    tracker.handle(&ready, &received()).await;
     tracker.round().await;
     assert_eq!(fleet.calls("complete"), ["complete i-1 CONTINUE"]);
     assert_eq!(tracker.health().watching, 0);
-    // Carried through for the agent: its outcome stays the agent's, not a fallback.
+    // The agent's call did not end it; the controller's did, and the outcome says so.
     let outcome = Marks::from_tags(&fleet.tags.lock().unwrap()["i-1"])
         .outcome
         .unwrap();
-    assert_eq!(outcome.by, EndedBy::Agent);
-    assert_eq!(tracker.metrics.fallbacks.get(), 0);
+    assert_eq!(
+        (outcome.result.as_str(), outcome.by),
+        ("CONTINUE", EndedBy::Controller)
+    );
+    assert_eq!(tracker.metrics.fallbacks.get(), 1);
+}
+
+fn terminate_event(id: &str, time: OffsetDateTime) -> Parsed {
+    Parsed {
+        format: Format::EventBridge,
+        message: Message::LifecycleAction(LifecycleAction {
+            transition: Transition::Terminating,
+            instance_id: id.into(),
+            asg: GROUP.into(),
+            hook: HOOK.into(),
+            token: "token".into(),
+            metadata: None,
+            origin: None,
+            destination: None,
+            account: None,
+            time: Some(marks::format_time(time)),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn the_grace_counts_from_the_events_time_though_a_reconcile_saw_the_action_first() {
+    // Restarted while the action was already waiting: the reconcile sees it first, without a
+    // mark, and can only say "now". The event, still on the queue, knows better.
+    let fleet = FakeFleet::waiting(&["i-1"]);
+    let tracker = replica(&fleet, "a", "agent_grace_secs = 60");
+    tracker.reconcile().await.unwrap();
+    tracker.round().await;
+    assert!(fleet.calls("complete").is_empty(), "grace from first sight");
+    tracker
+        .handle(
+            &terminate_event("i-1", now() - time::Duration::seconds(120)),
+            &received(),
+        )
+        .await;
+    let mark = Marks::from_tags(&fleet.tags.lock().unwrap()["i-1"])
+        .action
+        .unwrap();
+    assert!(
+        mark.began_at <= now() - time::Duration::seconds(119),
+        "{mark:?}"
+    );
+    tracker.round().await;
+    assert_eq!(fleet.calls("complete"), ["complete i-1 ABANDON"]);
+    // A later event (a duplicate delivered late) never moves the start forward.
+    let fleet = FakeFleet::waiting(&["i-2"]);
+    let tracker = replica(&fleet, "a", "agent_grace_secs = 60");
+    began(&fleet, "i-2", 30);
+    tracker.reconcile().await.unwrap();
+    tracker
+        .handle(&terminate_event("i-2", now()), &received())
+        .await;
+    tracker.round().await;
+    assert!(fleet.calls("complete").is_empty());
+}
+
+#[tokio::test]
+async fn actions_due_a_moment_apart_end_in_the_same_round() {
+    let fleet = FakeFleet::waiting(&["i-1", "i-2", "i-3"]);
+    let tracker = replica(&fleet, "a", "agent_grace_secs = 20");
+    // Begun a second apart, as the actions of one scale-in are; the third much later.
+    began(&fleet, "i-1", 20);
+    began(&fleet, "i-2", 19);
+    began(&fleet, "i-3", 5);
+    tracker.reconcile().await.unwrap();
+    tracker.round().await;
+    let mut completed = fleet.calls("complete");
+    completed.sort();
+    assert_eq!(completed, ["complete i-1 ABANDON", "complete i-2 ABANDON"]);
+    assert_eq!(tracker.health().watching, 1);
 }

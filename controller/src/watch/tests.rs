@@ -24,6 +24,19 @@ fn policy() -> GroupPolicy {
     }
 }
 
+/// A report of an agent that promises one every 30 s.
+fn heard(phase: ReportPhase, seq: u64, at: OffsetDateTime) -> Heard {
+    Heard {
+        phase,
+        seq,
+        at,
+        promise: Some(secs(30)),
+        heartbeat_at: None,
+        result: None,
+        action_done: true,
+    }
+}
+
 fn terminate(heartbeat_timeout: u64) -> Watch {
     Watch {
         instance_id: "i-0abc".into(),
@@ -58,25 +71,116 @@ fn a_silent_agent_gets_its_grace_then_the_fallback() {
 #[test]
 fn a_reporting_agent_is_followed_not_overruled() {
     let mut watch = terminate(300);
-    watch.on_report(ReportPhase::DrainStarted, 1, at(5));
+    watch.on_report(&heard(ReportPhase::DrainStarted, 1, at(5)));
     // Past the first-report grace: the agent is there, nothing to do.
     assert_eq!(
         decide(&watch, &policy(), at(61)),
         Decision::WaitUntil(at(125))
     );
-    watch.on_report(ReportPhase::DrainHeartbeat, 2, at(100));
+    watch.on_report(&heard(ReportPhase::DrainHeartbeat, 2, at(100)));
     assert_eq!(
         decide(&watch, &policy(), at(200)),
         Decision::WaitUntil(at(220))
     );
-    watch.on_report(ReportPhase::DrainFinished, 3, at(210));
+    watch.on_report(&heard(ReportPhase::DrainFinished, 3, at(210)));
     assert_eq!(decide(&watch, &policy(), at(400)), Decision::Forget);
+}
+
+#[test]
+fn silence_is_derived_from_what_the_agent_promises() {
+    // An agent promising a report every 10 minutes is dead only after three are missing.
+    let mut watch = terminate(3600);
+    let mut slow = heard(ReportPhase::DrainStarted, 1, at(5));
+    slow.promise = Some(secs(600));
+    watch.on_report(&slow);
+    assert_eq!(
+        decide(&watch, &policy(), at(200)),
+        Decision::WaitUntil(at(1805))
+    );
+    // One promising every 30 s is held to the group's silence (120 s here), never less.
+    let mut watch = terminate(3600);
+    watch.on_report(&heard(ReportPhase::DrainProgress, 1, at(5)));
+    assert_eq!(
+        decide(&watch, &policy(), at(100)),
+        Decision::WaitUntil(at(125))
+    );
+    // An agent of the earlier version promises nothing but reports at each lifecycle
+    // heartbeat, a third of the heartbeat timeout apart: a one-hour timeout is not taken over
+    // after three minutes.
+    let mut legacy = heard(ReportPhase::DrainStarted, 1, at(5));
+    legacy.promise = None;
+    let mut watch = terminate(3600);
+    watch.on_report(&legacy);
+    assert_eq!(
+        watch.silence_limit(&policy(), None),
+        secs(3600),
+        "three of its heartbeat intervals"
+    );
+    assert!(matches!(
+        decide(&watch, &policy(), at(300)),
+        Decision::WaitUntil(_)
+    ));
+}
+
+#[test]
+fn progress_reports_carry_the_agents_heartbeats() {
+    let mut watch = terminate(300);
+    let mut report = heard(ReportPhase::DrainProgress, 2, at(100));
+    report.heartbeat_at = Some(at(90));
+    watch.on_report(&report);
+    assert_eq!(watch.last_heartbeat_at, Some(at(90)));
+    assert_eq!(
+        watch.agent,
+        AgentState::Reporting {
+            last_at: at(100),
+            seq: 2,
+            promise: Some(secs(30))
+        }
+    );
+    // From the wire: a heartbeat time from the future (a skewed clock) counts as the report's
+    // arrival, never later.
+    let mut wire =
+        lifeguard_common::message::AgentReport::new(ReportPhase::DrainProgress, "i-0abc");
+    wire.lifecycle_heartbeat_at = Some("2026-11-22T12:00:00Z".into());
+    wire.report_interval_secs = Some(30);
+    let from_wire = Heard::from_report(&wire, at(110));
+    assert_eq!(from_wire.heartbeat_at, Some(at(110)));
+    assert_eq!(from_wire.promise, Some(secs(30)));
+}
+
+#[test]
+fn a_completion_the_agent_could_not_make_is_made_by_the_controller() {
+    let mut watch = terminate(3600);
+    watch.on_report(&heard(ReportPhase::DrainStarted, 1, at(5)));
+    let mut failed = heard(ReportPhase::DrainFailed, 2, at(40));
+    failed.result = Some(LifecycleResult::Continue);
+    failed.action_done = false;
+    watch.on_report(&failed);
+    assert_eq!(
+        decide(&watch, &policy(), at(40)),
+        Decision::Complete(LifecycleResult::Continue),
+        "at once, with the agent's result: the drain was done"
+    );
+}
+
+#[test]
+fn a_finished_drain_still_waiting_is_looked_at_again_then_completed() {
+    let mut watch = terminate(3600);
+    watch.on_report(&heard(ReportPhase::DrainFinished, 2, at(40)));
+    assert_eq!(
+        decide(&watch, &policy(), at(41)),
+        Decision::WaitUntil(at(50))
+    );
+    assert_eq!(
+        decide(&watch, &policy(), at(50)),
+        Decision::Complete(LifecycleResult::Continue)
+    );
 }
 
 #[test]
 fn reports_that_stop_hand_the_action_to_the_controller() {
     let mut watch = terminate(600);
-    watch.on_report(ReportPhase::DrainStarted, 1, at(5));
+    watch.on_report(&heard(ReportPhase::DrainStarted, 1, at(5)));
     assert_eq!(
         decide(&watch, &policy(), at(125)),
         Decision::Complete(LifecycleResult::Abandon)
@@ -86,16 +190,16 @@ fn reports_that_stop_hand_the_action_to_the_controller() {
 #[test]
 fn duplicate_and_stale_reports_change_nothing() {
     let mut watch = terminate(300);
-    watch.on_report(ReportPhase::DrainStarted, 1, at(5));
-    watch.on_report(ReportPhase::DrainHeartbeat, 4, at(90));
+    watch.on_report(&heard(ReportPhase::DrainStarted, 1, at(5)));
+    watch.on_report(&heard(ReportPhase::DrainHeartbeat, 4, at(90)));
     let before = watch.clone();
-    watch.on_report(ReportPhase::DrainStarted, 1, at(5));
-    watch.on_report(ReportPhase::DrainHeartbeat, 3, at(80));
+    watch.on_report(&heard(ReportPhase::DrainStarted, 1, at(5)));
+    watch.on_report(&heard(ReportPhase::DrainHeartbeat, 3, at(80)));
     assert_eq!(watch, before);
     // And nothing after the end.
-    watch.on_report(ReportPhase::DrainFinished, 5, at(100));
+    watch.on_report(&heard(ReportPhase::DrainFinished, 5, at(100)));
     let finished = watch.clone();
-    watch.on_report(ReportPhase::DrainHeartbeat, 6, at(110));
+    watch.on_report(&heard(ReportPhase::DrainHeartbeat, 6, at(110)));
     assert_eq!(watch, finished);
 }
 
@@ -203,15 +307,32 @@ fn launches_fall_back_to_their_own_result_without_an_archive() {
         Decision::Complete(LifecycleResult::Continue)
     );
     // Reported ready but still waiting: its completion is carried through.
-    watch.on_report(ReportPhase::LaunchReady, 1, at(30));
+    watch.on_report(&heard(ReportPhase::LaunchReady, 1, at(30)));
     assert_eq!(
         decide(&watch, &policy, at(60)),
         Decision::Complete(LifecycleResult::Continue)
     );
+    // A failed launch still waiting is not let in by the group's launch fallback.
     let mut failed = terminate(300);
     failed.transition = Transition::Launching;
-    failed.on_report(ReportPhase::LaunchFailed, 1, at(30));
-    assert_eq!(decide(&failed, &policy, at(60)), Decision::Forget);
+    failed.on_report(&heard(ReportPhase::LaunchFailed, 1, at(30)));
+    assert_eq!(
+        decide(&failed, &policy, at(60)),
+        Decision::Complete(LifecycleResult::Abandon)
+    );
+    // An agent that was checking and went silent: fallback after its silence, not at the
+    // hook's deadline.
+    let mut quiet = terminate(3600);
+    quiet.transition = Transition::Launching;
+    quiet.on_report(&heard(ReportPhase::LaunchProgress, 1, at(10)));
+    assert_eq!(
+        decide(&quiet, &policy, at(20)),
+        Decision::WaitUntil(at(130))
+    );
+    assert_eq!(
+        decide(&quiet, &policy, at(130)),
+        Decision::Complete(LifecycleResult::Continue)
+    );
 }
 
 #[test]
@@ -232,8 +353,8 @@ fn an_action_still_waiting_past_its_known_expiry_gets_a_heartbeat_not_given_up()
 #[test]
 fn an_agent_late_with_its_heartbeat_gets_one_from_the_controller_until_the_takeover() {
     let mut watch = terminate(30);
-    watch.on_report(ReportPhase::DrainStarted, 1, at(1));
-    watch.on_report(ReportPhase::DrainHeartbeat, 2, at(10));
+    watch.on_report(&heard(ReportPhase::DrainStarted, 1, at(1)));
+    watch.on_report(&heard(ReportPhase::DrainHeartbeat, 2, at(10)));
     // The agent's heartbeat at 10 s makes the next one due at 30 s; the agent is quiet.
     assert_eq!(
         decide(&watch, &policy(), at(11)),
