@@ -65,8 +65,8 @@ if ! [[ "$size" =~ ^[1-9][0-9]*$ && "$heartbeat" =~ ^[1-9][0-9]*$ && "$grace" =~
     echo "scale-in: N and HEARTBEAT_SECS must be positive integers, GRACE_SECS a whole number" >&2
     exit 2
 fi
-if ((heartbeat > 7200)); then
-    echo "scale-in: HEARTBEAT_SECS must be at most 7200" >&2
+if ((heartbeat < 30 || heartbeat > 7200)); then
+    echo "scale-in: HEARTBEAT_SECS must be 30 to 7200, as AWS allows" >&2
     exit 2
 fi
 

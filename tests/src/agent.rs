@@ -99,6 +99,12 @@ impl ServiceProcess {
         Self::launch("lifeguard-agent", dir, "agent", config, &[])
     }
 
+    /// As [`ServiceProcess::start`], with `env` added to the agent's environment (its own
+    /// credentials, a test seam).
+    pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> ServiceProcess {
+        Self::launch("lifeguard-agent", dir, "agent", config, env)
+    }
+
     /// Writes `config` into `dir` as `NAME.toml` and starts `lifeguard-controller run` with it,
     /// logging to `NAME.log`; `env` is added to its environment.
     pub fn controller(

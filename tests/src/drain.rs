@@ -27,6 +27,16 @@ pub struct Stage {
 /// A group of `size` instances with a terminate hook (`heartbeat_secs`, default ABANDON).
 pub async fn stage(size: i32, heartbeat_secs: i32) -> Stage {
     let emulator = Emulator::start().await;
+    if heartbeat_secs < 30 {
+        // AWS refuses heartbeat timeouts under 30 s; scenarios about heartbeats and timeouts
+        // ask for shorter ones explicitly, so they run in seconds (each says why).
+        emulator
+            .control_post(
+                "config",
+                serde_json::json!({"min_heartbeat_timeout_secs": 1}),
+            )
+            .await;
+    }
     let clients = emulator.clients().await;
     clients
         .s3
@@ -229,6 +239,38 @@ impl Stage {
         got.body.collect().await.unwrap().into_bytes().to_vec()
     }
 
+    /// The archive of `instance_id` whose key ends in `-{reason}.{ext}`: its key and bytes;
+    /// panics unless there is exactly one.
+    pub async fn archive_of(&self, instance_id: &str, reason: &str) -> (String, Vec<u8>) {
+        let keys: Vec<String> = self
+            .keys(&format!("lifeguard/{GROUP}/{instance_id}/"))
+            .await
+            .into_iter()
+            .filter(|k| !k.ends_with(".manifest.json") && k.contains(&format!("-{reason}.")))
+            .collect();
+        assert_eq!(
+            keys.len(),
+            1,
+            "one {reason} archive of {instance_id}: {keys:?}"
+        );
+        let bytes = self.object(&keys[0]).await;
+        (keys[0].clone(), bytes)
+    }
+
+    /// The user metadata of an object.
+    pub async fn metadata(&self, key: &str) -> std::collections::HashMap<String, String> {
+        let head = self
+            .clients
+            .s3
+            .head_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        head.metadata().cloned().unwrap_or_default()
+    }
+
     /// Multipart uploads left open in the bucket (there must be none).
     pub async fn open_uploads(&self) -> usize {
         let listed = self
@@ -312,6 +354,31 @@ pub fn unpack(archive: &[u8]) -> Unpacked {
         }
     }
     Unpacked { files, symlinks }
+}
+
+/// `MANIFEST.json` of an unpacked archive, parsed.
+pub fn manifest_of(unpacked: &Unpacked) -> serde_json::Value {
+    serde_json::from_slice(
+        unpacked
+            .files
+            .get("MANIFEST.json")
+            .expect("MANIFEST.json in the archive"),
+    )
+    .unwrap()
+}
+
+/// The names of an archive's entries exactly as stored (bytes, not text).
+pub fn raw_names(archive: &[u8]) -> Vec<Vec<u8>> {
+    let reader: Box<dyn std::io::Read + '_> = if archive.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(archive))
+    } else {
+        Box::new(archive)
+    };
+    let mut tar = tar::Archive::new(reader);
+    tar.entries()
+        .unwrap()
+        .map(|entry| entry.unwrap().path_bytes().into_owned())
+        .collect()
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

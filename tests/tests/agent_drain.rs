@@ -84,10 +84,27 @@ run = ["sh", "-c", "echo second >> {order}"]
     // Every configured file is in the archive with its bytes, and the manifest says so.
     let unpacked = unpack(&archive);
     let manifest = manifest_of(&unpacked.files);
+    // The digests live on the manifest beside the archive: the archive is written once, never
+    // copied onto itself to add metadata (twice the S3 work, and impossible past 5 GB).
+    let sidecar_key = format!("{archive_key}.manifest.json");
+    let sidecar = stage.object(&sidecar_key).await;
+    assert_eq!(sidecar, unpacked.files["MANIFEST.json"], "the same bytes");
+    let sidecar_metadata = stage.metadata(&sidecar_key).await;
     assert_eq!(
-        metadata.get("manifest-sha256"),
-        Some(&sha256_hex(&unpacked.files["MANIFEST.json"])),
-        "the object's metadata names the digest of the manifest inside it"
+        sidecar_metadata.get("manifest-sha256"),
+        Some(&sha256_hex(&unpacked.files["MANIFEST.json"]))
+    );
+    assert_eq!(
+        sidecar_metadata.get("archive-sha256"),
+        Some(&sha256_hex(&archive))
+    );
+    assert!(
+        stage
+            .emulator
+            .calls("s3", "CopyObject", None)
+            .await
+            .is_empty(),
+        "no copy of the archive"
     );
     for name in ["app.log", "access.log", "worker/jobs.log"] {
         let path = stage.logs.join(name);

@@ -136,8 +136,16 @@ async fn launch_stage(emulator: &Emulator, group: &str) -> String {
         .send()
         .await
         .unwrap();
-    let (instance, state) = fleet::instances(&c, group).await.remove(0);
-    assert_eq!(state, "Pending:Wait");
+    // Plain Pending while EC2 starts the instance, then the launch hook holds it.
+    let (instance, _) = fleet::instances(&c, group).await.remove(0);
+    fleet::wait_for_state(
+        &c,
+        &instance,
+        Duration::from_secs(30),
+        "Pending:Wait",
+        |s| s == Some("Pending:Wait"),
+    )
+    .await;
     instance
 }
 

@@ -134,9 +134,12 @@ async fn the_controller_takes_over_when_the_agents_reports_stop() {
         "agent_grace_secs = 30\nreport_silence_secs = 5\nfallback_result = \"ABANDON\"",
     );
     controller.wait_ready().await;
+    // The agent promises a report every second, so 5 s of silence is past three of them.
     let extra = format!(
         "{}\n[[drain.steps]]\nname = \"long\"\nrun = [\"sleep\", \"120\"]\ntimeout_secs = 300\n",
-        stage.archive_config()
+        stage
+            .archive_config()
+            .replace("[report]\n", "[report]\ninterval_secs = 1\n")
     );
     let mut agent = AgentProcess::start(
         stage.dir.path(),

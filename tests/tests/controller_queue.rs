@@ -42,26 +42,22 @@ async fn terminate_event(scene: &Scene, instance_id: &str, group: &str) -> Strin
 }
 
 fn report(instance_id: &str, phase: ReportPhase, seq: u64) -> String {
-    AgentReport {
-        phase,
-        instance_id: instance_id.to_string(),
-        asg: Some(GROUP.to_string()),
-        hook: Some(HOOK.to_string()),
-        token: None,
-        reason: Some("scale_in".into()),
-        seq,
-        archive: None,
-        steps: Vec::new(),
-        result: None,
-        error: None,
-    }
-    .to_event(
-        &format!("report-{seq}"),
-        "2026-11-22T10:00:00Z",
-        REGION,
-        ACCOUNT,
-    )
-    .to_string()
+    let mut report = AgentReport::new(phase, instance_id);
+    report.asg = Some(GROUP.to_string());
+    report.hook = Some(HOOK.to_string());
+    report.reason = Some("scale_in".into());
+    report.seq = seq;
+    // An agent promising a report every second: silent for the group's silence limit, it is
+    // taken for dead.
+    report.report_interval_secs = Some(1);
+    report
+        .to_event(
+            &format!("report-{seq}"),
+            "2026-11-22T10:00:00Z",
+            REGION,
+            ACCOUNT,
+        )
+        .to_string()
 }
 
 async fn wait_queue_empty(scene: &Scene) {

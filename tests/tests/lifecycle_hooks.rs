@@ -78,10 +78,15 @@ async fn terminate_hook_holds_notifies_and_completes_by_instance_id() {
         .send()
         .await
         .unwrap();
+    // First plain Terminating (the scaling activity; no load balancer here), then the hook.
     assert_eq!(
         fleet::lifecycle_state(&c, &victim).await.as_deref(),
-        Some(LifecycleState::TerminatingWait.as_str())
+        Some(LifecycleState::Terminating.as_str())
     );
+    fleet::wait_for_state(&c, &victim, WAIT, "Terminating:Wait", |s| {
+        s == Some(LifecycleState::TerminatingWait.as_str())
+    })
+    .await;
 
     // The hook's own target gets the direct notification...
     let direct = fleet::receive_until(&c, &hook_queue, WAIT, |p| {
@@ -186,6 +191,13 @@ async fn terminate_hook_holds_notifies_and_completes_by_instance_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unanswered_hooks_get_their_default_result_at_the_heartbeat_timeout() {
     let emulator = Emulator::start().await;
+    // 2-second hooks (AWS's floor is 30 s) so that four timeouts fit in a few seconds.
+    emulator
+        .control_post(
+            "config",
+            serde_json::json!({"min_heartbeat_timeout_secs": 1}),
+        )
+        .await;
     let c = emulator.clients().await;
     let image = fleet::any_image(&c).await;
     let template = fleet::launch_template(&c, "app", &image).await;
@@ -230,10 +242,10 @@ async fn unanswered_hooks_get_their_default_result_at_the_heartbeat_timeout() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        fleet::lifecycle_state(&c, &victim).await.as_deref(),
-        Some("Terminating:Wait")
-    );
+    fleet::wait_for_state(&c, &victim, WAIT, "Terminating:Wait", |s| {
+        s == Some("Terminating:Wait")
+    })
+    .await;
 
     // Launch hooks, nobody answers: ABANDON terminates the new instance, CONTINUE keeps it.
     for group in ["launch-abandon", "launch-continue"] {
@@ -259,8 +271,13 @@ async fn unanswered_hooks_get_their_default_result_at_the_heartbeat_timeout() {
             .next()
     })
     .await;
-    assert_eq!(abandoned.1, "Pending:Wait");
-    assert_eq!(continued.1, "Pending:Wait");
+    // Plain Pending while EC2 starts them, then the launch hooks hold them.
+    for (instance, _) in [&abandoned, &continued] {
+        fleet::wait_for_state(&c, instance, WAIT, "Pending:Wait", |s| {
+            s == Some("Pending:Wait")
+        })
+        .await;
+    }
 
     fleet::wait_for_state(&c, &victim, WAIT, "the terminate hook to time out", |s| {
         s.is_none()
