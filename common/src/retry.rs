@@ -177,16 +177,22 @@ impl RetryPolicy {
         }
     }
 
-    /// The pauses between attempts: exponential, capped, with jitter so that callers failing
-    /// together do not retry in step.
+    /// The pauses between attempts: see [`pauses`].
     pub fn pauses(&self) -> impl Iterator<Item = Duration> + use<> {
-        ExponentialBuilder::default()
-            .with_min_delay(self.base)
-            .with_max_delay(self.max)
-            .with_jitter()
-            .without_max_times()
-            .build()
+        pauses(self.base, self.max)
     }
+}
+
+/// Pauses between attempts, for loops that retry without end (a queue poll): exponential from
+/// `base`, capped at `max`, with jitter so that callers failing together do not retry in step.
+/// Never runs out.
+pub fn pauses(base: Duration, max: Duration) -> impl Iterator<Item = Duration> + use<> {
+    ExponentialBuilder::default()
+        .with_min_delay(base)
+        .with_max_delay(max)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// Why a retried call ended without success.

@@ -104,6 +104,11 @@ pub struct ConsumerSettings {
     pub visibility: Duration,
 }
 
+/// Pauses between failed receives: from 200 ms up to 10 s, the common policy's backoff.
+fn poll_pauses() -> impl Iterator<Item = Duration> {
+    lifeguard_common::retry::pauses(Duration::from_millis(200), Duration::from_secs(10))
+}
+
 /// Receives and works until `shutdown`; then stops receiving, lets the messages in hand
 /// finish, and returns what it did.
 pub async fn consume<Q: EventQueue, H: Handler>(
@@ -122,7 +127,7 @@ pub async fn consume<Q: EventQueue, H: Handler>(
         counters.clone(),
     ));
     let mut tasks = tokio::task::JoinSet::new();
-    let mut pause = Duration::from_millis(200);
+    let mut pauses = poll_pauses();
     while !shutdown.is_cancelled() {
         // Only ask for as many messages as there are free workers: the rest stay in the queue
         // for another replica instead of waiting here with their visibility running.
@@ -139,18 +144,18 @@ pub async fn consume<Q: EventQueue, H: Handler>(
         };
         let batch = match batch {
             Ok(batch) => {
-                pause = Duration::from_millis(200);
+                pauses = poll_pauses();
                 handler.observe(Observation::Polled, "");
                 batch
             }
             Err(error) => {
                 handler.observe(Observation::PollFailed, "");
                 tracing::warn!(%error, "receiving from the queue failed; retrying");
+                let pause = pauses.next().unwrap_or(Duration::from_secs(10));
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep(pause) => {}
                 }
-                pause = (pause * 2).min(Duration::from_secs(10));
                 continue;
             }
         };

@@ -8,8 +8,13 @@ use std::time::{Duration, Instant};
 
 use crate::{Emulator, REGION};
 
-/// A binary of this workspace, from the same build as the running test.
+/// A binary of this workspace, from the same build as the running test, or from
+/// `LIFEGUARD_E2E_BIN_DIR` when set (to run the scenarios against another build, such as the
+/// previous release, and see which of them it fails).
 pub fn workspace_binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("LIFEGUARD_E2E_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     let me = std::env::current_exe().unwrap();
     // Tests run from target/debug/deps/, the demo from target/debug/: binaries are in the latter.
     let mut dir = me.parent().unwrap();
