@@ -174,6 +174,14 @@ level = "info,lifeguard_controller=debug"
     }
 }
 
+/// The row of `instance_id` in `status --output json`.
+pub fn status_row<'a>(status: &'a [Value], instance_id: &str) -> &'a Value {
+    status
+        .iter()
+        .find(|r| r["instance_id"] == instance_id)
+        .unwrap_or_else(|| panic!("{instance_id} not in status: {status:?}"))
+}
+
 /// A controller process and its health port.
 pub struct Controller {
     pub process: ServiceProcess,
@@ -215,6 +223,16 @@ impl Controller {
             })
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0)
+    }
+
+    /// Waits until `status` shows an outcome for `instance_id`; that row.
+    pub async fn wait_outcome(&self, instance_id: &str) -> Value {
+        eventually("the outcome in status", Duration::from_secs(60), || async {
+            let status = self.status();
+            let row = status_row(&status, instance_id).clone();
+            (row["outcome"] != "in progress").then_some(row)
+        })
+        .await
     }
 
     /// `lifeguard-controller status --output json` (with this controller's configuration).

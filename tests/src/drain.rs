@@ -108,6 +108,34 @@ pub fn write_logs(root: &Path) {
 }
 
 impl Stage {
+    /// Starts the agent of `instance_id` in the stage's directory with `extra` configuration
+    /// and `env`, and waits until it watches.
+    pub async fn start_agent(
+        &self,
+        instance_id: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> crate::agent::AgentProcess {
+        let config = crate::agent::config_for(&self.emulator, instance_id, self.dir.path(), extra);
+        let agent = crate::agent::ServiceProcess::start_with_env(self.dir.path(), &config, env);
+        agent
+            .wait_for_log("lifeguard-agent watching", Duration::from_secs(60))
+            .await;
+        agent
+    }
+
+    /// Scales the group in to `desired` instances.
+    pub async fn scale_to(&self, desired: i32) {
+        self.clients
+            .autoscaling
+            .set_desired_capacity()
+            .auto_scaling_group_name(GROUP)
+            .desired_capacity(desired)
+            .send()
+            .await
+            .unwrap();
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

@@ -43,11 +43,7 @@ async fn a_drain_waits_through_the_load_balancers_deregistration_and_completes_o
         stage.archive_config(),
         marker.display()
     );
-    let agent = AgentProcess::start(
-        stage.dir.path(),
-        &config_for(&stage.emulator, &victim, stage.dir.path(), &extra),
-    );
-    agent.wait_for_log("lifeguard-agent watching", WAIT).await;
+    let agent = stage.start_agent(&victim, &extra, &[]).await;
     stage.terminate(&victim).await;
 
     // IMDS says Terminated at once, but the instance stays in plain Terminating while the
@@ -250,11 +246,7 @@ async fn what_a_timed_out_step_says_on_its_way_out_reaches_the_archive() {
         "{}\n[[drain.steps]]\nname = \"flush-queue\"\nshell = \"trap 'echo flushing: 17 jobs left, broker unreachable; sleep 1; echo gave up; exit 1' TERM; while :; do sleep 0.1; done\"\ntimeout_secs = 2\n",
         stage.archive_config()
     );
-    let agent = AgentProcess::start(
-        stage.dir.path(),
-        &config_for(&stage.emulator, &victim, stage.dir.path(), &extra),
-    );
-    agent.wait_for_log("lifeguard-agent watching", WAIT).await;
+    let agent = stage.start_agent(&victim, &extra, &[]).await;
     stage.terminate(&victim).await;
     agent.wait_for_log("drain finished", WAIT).await;
     let (_, archive) = stage.archive_of(&victim, "scale_in").await;
@@ -278,11 +270,7 @@ async fn transient_failures_of_every_call_are_ridden_out_by_one_policy() {
         "{}\n[[drain.steps]]\nname = \"wait\"\nrun = [\"sleep\", \"2\"]\n",
         stage.archive_config()
     );
-    let agent = AgentProcess::start(
-        stage.dir.path(),
-        &config_for(&stage.emulator, &victim, stage.dir.path(), &extra),
-    );
-    agent.wait_for_log("lifeguard-agent watching", WAIT).await;
+    let agent = stage.start_agent(&victim, &extra, &[]).await;
     stage.terminate(&victim).await;
     agent.wait_for_log("drain step done", WAIT).await;
     // From now on the queue throttles and Auto Scaling fails with server errors, more times
@@ -324,12 +312,13 @@ async fn an_archiver_stalled_on_a_read_does_not_hold_the_upload_past_its_deadlin
     // One log on a "hung NFS mount": its reads never return (a seam of debug builds).
     std::fs::write(stage.logs.join("stuck.log"), "x".repeat(100_000)).unwrap();
     let extra = stage.archive_config_with("", "timeout_secs = 8");
-    let agent = AgentProcess::start_with_env(
-        stage.dir.path(),
-        &config_for(&stage.emulator, &victim, stage.dir.path(), &extra),
-        &[("LIFEGUARD_TEST_STALL_READ", "stuck.log")],
-    );
-    agent.wait_for_log("lifeguard-agent watching", WAIT).await;
+    let agent = stage
+        .start_agent(
+            &victim,
+            &extra,
+            &[("LIFEGUARD_TEST_STALL_READ", "stuck.log")],
+        )
+        .await;
     stage.terminate(&victim).await;
     // The stalled read never ends; the drain does, by the upload's deadline.
     agent.wait_for_log("drain finished", WAIT).await;
@@ -381,12 +370,13 @@ async fn an_archive_killed_three_times_is_given_up_and_the_action_still_complete
     // the agent OOM-killed every time): the agent is killed mid-archive again and again.
     std::fs::write(stage.logs.join("stuck.log"), "x".repeat(1000)).unwrap();
     let extra = stage.archive_config_with("", "timeout_secs = 600");
-    let mut agent = AgentProcess::start_with_env(
-        stage.dir.path(),
-        &config_for(&stage.emulator, &victim, stage.dir.path(), &extra),
-        &[("LIFEGUARD_TEST_STALL_READ", "stuck.log")],
-    );
-    agent.wait_for_log("lifeguard-agent watching", WAIT).await;
+    let mut agent = stage
+        .start_agent(
+            &victim,
+            &extra,
+            &[("LIFEGUARD_TEST_STALL_READ", "stuck.log")],
+        )
+        .await;
     stage.terminate(&victim).await;
     for attempt in 1..=3 {
         eventually("an archive attempt", WAIT, || async {
@@ -436,16 +426,9 @@ async fn names_that_are_not_utf8_are_kept_exact_in_the_manifest() {
         let path = stage.logs.join(std::ffi::OsStr::from_bytes(name));
         std::fs::write(path, format!("entry {i}\n")).unwrap();
     }
-    let agent = AgentProcess::start(
-        stage.dir.path(),
-        &config_for(
-            &stage.emulator,
-            &victim,
-            stage.dir.path(),
-            &stage.archive_config(),
-        ),
-    );
-    agent.wait_for_log("lifeguard-agent watching", WAIT).await;
+    let agent = stage
+        .start_agent(&victim, &stage.archive_config(), &[])
+        .await;
     stage.terminate(&victim).await;
     agent.wait_for_log("drain finished", WAIT).await;
     let (_, archive) = stage.archive_of(&victim, "scale_in").await;

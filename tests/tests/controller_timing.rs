@@ -7,20 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use lifeguard_e2e::agent::{AgentProcess, config_for};
 use lifeguard_e2e::controller::scene;
 use lifeguard_e2e::drain::GROUP;
-use lifeguard_e2e::eventually;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(90);
-
-fn row<'a>(status: &'a [Value], instance_id: &str) -> &'a Value {
-    status
-        .iter()
-        .find(|r| r["instance_id"] == instance_id)
-        .unwrap_or_else(|| panic!("{instance_id} not in status: {status:?}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_longer_than_the_silence_limit_under_a_one_hour_hook_is_never_taken_over() {
@@ -39,10 +30,7 @@ async fn a_step_longer_than_the_silence_limit_under_a_one_hour_hook_is_never_tak
         "{}\n[[drain.steps]]\nname = \"finish-requests\"\nrun = [\"sleep\", \"25\"]\ntimeout_secs = 60\n",
         stage.archive_config()
     );
-    let dir = stage.path("agent");
-    std::fs::create_dir_all(&dir).unwrap();
-    let agent = AgentProcess::start(&dir, &config_for(&stage.emulator, &victim, &dir, &extra));
-    agent.wait_for_log("lifeguard-agent watching", WAIT).await;
+    let agent = stage.start_agent(&victim, &extra, &[]).await;
 
     stage.terminate(&victim).await;
     stage.wait_terminated(&victim, WAIT).await;
@@ -62,12 +50,7 @@ async fn a_step_longer_than_the_silence_limit_under_a_one_hour_hook_is_never_tak
         "no agentless archive"
     );
     assert_eq!(controller.metric("lifeguard_fallbacks_total").await, 0.0);
-    let status = eventually("the outcome in status", WAIT, || async {
-        let status = controller.status();
-        (row(&status, &victim)["outcome"] != "in progress").then_some(status)
-    })
-    .await;
-    let row = row(&status, &victim);
+    let row = controller.wait_outcome(&victim).await;
     assert_eq!(
         (row["outcome"].as_str(), row["ended_by"].as_str()),
         (Some("CONTINUE"), Some("agent"))
@@ -94,14 +77,13 @@ async fn a_denied_completion_is_reported_as_failed_and_the_controller_completes_
     );
     controller.wait_ready().await;
     let victim = stage.instances[0].clone();
-    let dir = stage.path("agent");
-    std::fs::create_dir_all(&dir).unwrap();
-    let agent = AgentProcess::start_with_env(
-        &dir,
-        &config_for(&stage.emulator, &victim, &dir, &stage.archive_config()),
-        &[("AWS_ACCESS_KEY_ID", "AKIDAGENTROLE")],
-    );
-    agent.wait_for_log("lifeguard-agent watching", WAIT).await;
+    let agent = stage
+        .start_agent(
+            &victim,
+            &stage.archive_config(),
+            &[("AWS_ACCESS_KEY_ID", "AKIDAGENTROLE")],
+        )
+        .await;
 
     stage.terminate(&victim).await;
     agent.wait_for_log("drain finished", WAIT).await;
@@ -126,12 +108,7 @@ async fn a_denied_completion_is_reported_as_failed_and_the_controller_completes_
         stage.completions(&victim).await,
         vec![(403, "CONTINUE".to_string()), (200, "CONTINUE".to_string())]
     );
-    let status = eventually("the outcome in status", WAIT, || async {
-        let status = controller.status();
-        (row(&status, &victim)["outcome"] != "in progress").then_some(status)
-    })
-    .await;
-    let row = row(&status, &victim);
+    let row = controller.wait_outcome(&victim).await;
     assert_eq!(
         (
             row["outcome"].as_str(),
@@ -155,15 +132,7 @@ async fn a_restarted_controller_counts_the_grace_from_the_events_and_ends_them_t
     let scene = scene(3, 3600, &[]).await;
     let stage = &scene.stage;
     // Agentless instances scaled in while no controller runs.
-    stage
-        .clients
-        .autoscaling
-        .set_desired_capacity()
-        .auto_scaling_group_name(GROUP)
-        .desired_capacity(0)
-        .send()
-        .await
-        .unwrap();
+    stage.scale_to(0).await;
     for instance in &stage.instances {
         scene.wait_for_action(instance, WAIT).await;
     }
