@@ -125,8 +125,10 @@ async fn an_instance_without_an_agent_gets_the_groups_fallback_after_the_grace()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_takes_over_when_the_agents_reports_stop() {
-    // Heartbeat timeout 6 s: the agent reports a heartbeat every 2 s while its step runs.
-    let scene = scene(1, 6, &[]).await;
+    // Heartbeat timeout 20 s (AWS's floor is 30 s): the agent records a heartbeat about every
+    // 7 s while its step runs, and the takeover after 5 s of silence comes well before the
+    // action could expire, even on a loaded machine.
+    let scene = scene(1, 20, &[]).await;
     let stage = &scene.stage;
     let victim = stage.instances[0].clone();
     let controller = scene.start_controller(
