@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lifeguard_common::message::{AgentReport, CompletionReport, ReportPhase, Transition};
+use lifeguard_common::message::{AgentReport, ReportPhase, Transition};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +17,7 @@ use crate::cadence::{Cadence, CadenceSpec, HeartbeatTarget, Progress};
 use crate::config::{AgentConfig, CheckConfig, LaunchConfig};
 use crate::drain::machine::{self, ActionSeen, COMPLETION_MARGIN};
 use crate::drain::{Deps, complete_action, hook_for};
-use crate::lifecycle::{AutoScaling, Completion, GroupMembership, LifecycleResult};
+use crate::lifecycle::{AutoScaling, GroupMembership, LifecycleResult};
 use crate::report::ReportSink;
 use crate::steps::{StepEnv, run_step};
 
@@ -106,7 +106,7 @@ pub async fn gate<A, S, R>(
         failure = ?ready.as_ref().err(), "readiness decided");
     cadence.stop_heartbeats();
     progress.set_stage("completing");
-    let completed = complete_action(
+    let (completion, completion_error) = complete_action(
         &deps.autoscaling,
         &asg,
         &hook.name,
@@ -115,14 +115,6 @@ pub async fn gate<A, S, R>(
         action_ends.checked_sub(COMPLETION_MARGIN).unwrap_or(began),
     )
     .await;
-    let (completion, completion_error) = match completed {
-        Ok(Completion::Completed) => (CompletionReport::Completed, None),
-        Ok(Completion::NoActiveAction) => (CompletionReport::NoActiveAction, None),
-        Err(error) => {
-            tracing::error!(%instance_id, %error, "launch action not completed; the hook's default result will apply");
-            (CompletionReport::Failed, Some(error))
-        }
-    };
     tracing::info!(%instance_id, ?completion, "launch action completion done");
     cadence.stop().await;
     let mut report = template;

@@ -479,7 +479,7 @@ impl<F: Fleet> Tracker<F> {
         // The agent ended the action only if its own completion went through; otherwise the
         // action stays the controller's to end (and to mark).
         let outcome = (report.phase.is_final() && agent_completed(report)).then(|| OutcomeMark {
-            result: report_result(report),
+            result: outcome_result(&heard),
             by: EndedBy::Agent,
             at,
         });
@@ -563,17 +563,15 @@ fn agent_completed(report: &AgentReport) -> bool {
         .is_none_or(|c| c == CompletionReport::Completed)
 }
 
-fn report_result(report: &AgentReport) -> String {
-    let said = report
-        .result
-        .as_deref()
-        .map(str::to_ascii_uppercase)
-        .filter(|r| r == "CONTINUE" || r == "ABANDON");
-    match report.phase {
-        ReportPhase::DrainFinished | ReportPhase::LaunchReady => {
-            said.unwrap_or_else(|| LifecycleResult::Continue.as_str().to_string())
+/// The outcome an agent's final report stands for: the result it completed with, or `FAILED`
+/// for a failed drain that names none.
+fn outcome_result(heard: &Heard) -> String {
+    match (heard.result, heard.phase) {
+        (Some(result), _) => result.as_str().to_string(),
+        (None, ReportPhase::DrainFinished | ReportPhase::LaunchReady) => {
+            LifecycleResult::Continue.as_str().to_string()
         }
-        _ => said.unwrap_or_else(|| "FAILED".to_string()),
+        (None, _) => "FAILED".to_string(),
     }
 }
 

@@ -257,27 +257,27 @@ pub fn decide(watch: &Watch, policy: &GroupPolicy, now: OffsetDateTime) -> Decis
         // Too late for anything: Auto Scaling has applied the hook's default result.
         return Decision::Forget;
     }
-    if let AgentState::Finished {
-        at,
-        result,
-        action_done,
-    } = watch.agent
-    {
-        // The agent's part is over but Auto Scaling still shows the action waiting (this is
-        // only decided for actions seen waiting). If the agent's completion failed (access
-        // denied, no hook found), the controller completes in its stead, with the agent's
-        // result: the drain itself was done. If the agent says it went through, Auto Scaling's
-        // view may lag a moment: look again, then complete ("no active lifecycle action" then
-        // just means it was over).
-        let result = result.unwrap_or(fallback);
-        if action_done && now < at + FINISHED_SETTLE {
-            return Decision::WaitUntil((at + FINISHED_SETTLE).min(watch.expires_at()));
-        }
-        return Decision::Complete(result);
-    }
-
     let agent_deadline = match (watch.transition, watch.agent) {
-        (_, AgentState::Finished { .. }) => return Decision::Forget,
+        (
+            _,
+            AgentState::Finished {
+                at,
+                result,
+                action_done,
+            },
+        ) => {
+            // The agent's part is over but Auto Scaling still shows the action waiting (this is
+            // only decided for actions seen waiting). If the agent's completion failed (access
+            // denied, no hook found), the controller completes in its stead, with the agent's
+            // result: the drain itself was done. If the agent says it went through, Auto Scaling's
+            // view may lag a moment: look again, then complete ("no active lifecycle action" then
+            // just means it was over).
+            let result = result.unwrap_or(fallback);
+            if action_done && now < at + FINISHED_SETTLE {
+                return Decision::WaitUntil((at + FINISHED_SETTLE).min(watch.expires_at()));
+            }
+            return Decision::Complete(result);
+        }
         // A launch is the agent's to gate with its readiness checks for as long as the hook
         // allows; the fallback comes at the deadline, just before the hook's default, or
         // earlier if the agent that was reporting has gone silent.

@@ -432,6 +432,19 @@ pub(crate) fn octal_mode(mode: u32) -> String {
 
 /// A path as the manifest names it: readable (`path`, invalid bytes shown as U+FFFD) and, when
 /// that is not exact, its bytes in base64 (`path_base64`).
+impl SkippedRecord {
+    /// The record of `path`, left out for `reason`.
+    pub(crate) fn of(path: &Path, size: u64, reason: SkipReason) -> SkippedRecord {
+        let (path, path_base64) = manifest_name(path);
+        SkippedRecord {
+            path,
+            path_base64,
+            size,
+            reason,
+        }
+    }
+}
+
 pub(crate) fn manifest_name(path: &Path) -> (String, Option<String>) {
     match path.to_str() {
         Some(text) => (text.to_string(), None),

@@ -781,15 +781,8 @@ impl Collector {
     }
 
     fn skip(&mut self, path: &Path, size: u64, reason: SkipReason) {
-        self.skipped.push_with(size, || {
-            let (path, path_base64) = manifest_name(path);
-            SkippedRecord {
-                path,
-                path_base64,
-                size,
-                reason,
-            }
-        });
+        self.skipped
+            .push_with(size, || SkippedRecord::of(path, size, reason));
     }
 
     /// Walks one source on a walker thread, collecting what it finds until it ends, stalls,
@@ -962,13 +955,7 @@ impl Collector {
             let original = candidate.size;
             if archive_name == Path::new(MANIFEST_PATH) {
                 self.skipped.push_with(original, || {
-                    let (path, path_base64) = manifest_name(&candidate.logical);
-                    SkippedRecord {
-                        path,
-                        path_base64,
-                        size: original,
-                        reason: SkipReason::NameConflict,
-                    }
+                    SkippedRecord::of(&candidate.logical, original, SkipReason::NameConflict)
                 });
                 continue;
             }
@@ -979,13 +966,7 @@ impl Collector {
                 && total.saturating_add(size) > cap
             {
                 self.skipped.push_with(original, || {
-                    let (path, path_base64) = manifest_name(&candidate.logical);
-                    SkippedRecord {
-                        path,
-                        path_base64,
-                        size: original,
-                        reason: SkipReason::MaxTotalBytes,
-                    }
+                    SkippedRecord::of(&candidate.logical, original, SkipReason::MaxTotalBytes)
                 });
                 continue;
             }

@@ -43,7 +43,7 @@ where
             deadline = deadline.min(Instant::now() + SHUTDOWN_UPLOAD_GRACE);
         }
         crate::service::notify_status("draining: completing the lifecycle action");
-        let completed = complete_action(
+        complete_action(
             &self.deps.autoscaling,
             asg,
             &hook.name,
@@ -51,29 +51,12 @@ where
             result,
             deadline,
         )
-        .await;
-        match completed {
-            Ok(Completion::Completed) => {
-                tracing::info!(%instance_id, %asg, hook = %hook.name, result = result.as_str(), "lifecycle action completed");
-                (CompletionReport::Completed, None)
-            }
-            Ok(Completion::NoActiveAction) => {
-                tracing::warn!(%instance_id, %asg, hook = %hook.name,
-                    "no lifecycle action waited (completed elsewhere, timed out, or never created)");
-                (CompletionReport::NoActiveAction, None)
-            }
-            Err(error) => {
-                // The action still waits: the controller (told so by the final report) or the
-                // hook's default result at its timeout ends it.
-                tracing::error!(%instance_id, %error, default_result = %hook.default_result,
-                    "lifecycle action not completed");
-                (CompletionReport::Failed, Some(error))
-            }
-        }
+        .await
     }
 }
 
-/// `CompleteLifecycleAction` by instance id, transient failures retried until `deadline`.
+/// `CompleteLifecycleAction` by instance id, transient failures retried until `deadline`: how
+/// it went, and why it failed if it did.
 pub async fn complete_action<A: AutoScaling>(
     autoscaling: &A,
     asg: &str,
@@ -81,13 +64,29 @@ pub async fn complete_action<A: AutoScaling>(
     instance_id: &str,
     result: LifecycleResult,
     deadline: Instant,
-) -> Result<Completion, String> {
-    retry(
+) -> (CompletionReport, Option<String>) {
+    let completed = retry(
         "CompleteLifecycleAction",
         RetryPolicy::until(deadline, CALL_TIMEOUT),
         |_| LifecycleError::timed_out("CompleteLifecycleAction", instance_id),
         || autoscaling.complete(asg, hook, instance_id, result),
     )
-    .await
-    .map_err(|gave_up| gave_up.to_string())
+    .await;
+    match completed {
+        Ok(Completion::Completed) => {
+            tracing::info!(%instance_id, %asg, %hook, result = result.as_str(), "lifecycle action completed");
+            (CompletionReport::Completed, None)
+        }
+        Ok(Completion::NoActiveAction) => {
+            tracing::warn!(%instance_id, %asg, %hook,
+                "no lifecycle action waited (completed elsewhere, timed out, or never created)");
+            (CompletionReport::NoActiveAction, None)
+        }
+        Err(gave_up) => {
+            // The action still waits: the controller (told so by the final report) or the
+            // hook's default result at its timeout ends it.
+            tracing::error!(%instance_id, %asg, %hook, error = %gave_up, "lifecycle action not completed");
+            (CompletionReport::Failed, Some(gave_up.to_string()))
+        }
+    }
 }
