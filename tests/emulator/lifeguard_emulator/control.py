@@ -183,6 +183,7 @@ def _instance(emu: Emulator, method: str, instance_id: str, sub: str, environ: d
                     "rebalance": rec.rebalance,
                     "maintenance": rec.maintenance,
                     "imds_fault": rec.imds_fault,
+                    "iam_role": imds.role_of(emu, instance_id),
                 }
             )
     return json_response({"error": f"no route {method} instances/{instance_id}/{sub}"}, 404)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.wrappers import Response
 
+from . import identity
 from .hooks import find_state
 from .util import DEFAULT_ACCOUNT, iso_seconds, new_token, text_response, utcnow
 
@@ -170,24 +171,38 @@ def _tree(emu: Emulator, instance: Any, rec: InstanceRecord, account: str, regio
         tree["spot"] = spot
     if rec.rebalance is not None:
         tree["events"]["recommendations"] = {"rebalance": json.dumps(rec.rebalance)}
-    role = _role_name(emu, instance, rec, account)
+    profile_name, profile, role = _iam_profile(emu, instance, rec, account)
     if role:
+        if profile is not None:
+            profile_arn, profile_id = str(profile.arn), str(profile.id)
+        else:
+            # No instance profile moto's IAM knows: one named like the role (AWS always has
+            # a profile here; its id is stable per name).
+            name = profile_name or role
+            profile_arn = f"arn:aws:iam::{account}:instance-profile/{name}"
+            profile_id = identity.derived_id("AIPA", "instance-profile/" + name)
         tree["iam"] = {
             "info": json.dumps(
                 {
                     "Code": "Success",
                     "LastUpdated": iso_seconds(),
-                    "InstanceProfileArn": f"arn:aws:iam::{account}:instance-profile/{role}",
-                    "InstanceProfileId": "AIPA" + instance.id[2:18].upper().ljust(17, "X"),
+                    "InstanceProfileArn": profile_arn,
+                    "InstanceProfileId": profile_id,
                 },
                 indent=2,
             ),
-            "security-credentials": {role: lambda: json.dumps(_credentials(emu, rec), indent=2)},
+            "security-credentials": {role: lambda: json.dumps(_credentials(emu, rec, role), indent=2)},
         }
     return tree
 
 
-def _role_name(emu: Emulator, instance: Any, rec: InstanceRecord, account: str) -> str | None:
+def _iam_profile(emu: Emulator, instance: Any, rec: InstanceRecord, account: str) -> tuple[str | None, Any, str | None]:
+    """(instance profile name, moto's InstanceProfile or None, role name) of an instance.
+
+    The role is the first role of the instance profile of RunInstances ``IamInstanceProfile``
+    or of the launch template, when moto's IAM knows the profile; else the profile name;
+    else config ``imds_default_role_name`` (None: no role).
+    """
     profile = instance.iam_instance_profile
     if not profile and rec.lt_id:
         try:
@@ -207,17 +222,37 @@ def _role_name(emu: Emulator, instance: Any, rec: InstanceRecord, account: str) 
             from moto.iam.models import iam_backends
 
             ip = iam_backends[account]["global"].get_instance_profile(name)
-            if ip.roles:
-                return ip.roles[0].name
         except Exception:
-            pass
-        return name
-    return emu.config.imds_default_role_name
+            return name, None, name
+        return name, ip, (ip.roles[0].name if ip.roles else name)
+    return None, None, emu.config.imds_default_role_name
 
 
-def _credentials(emu: Emulator, rec: InstanceRecord) -> dict[str, str]:
+def role_of(emu: Emulator, instance_id: str) -> dict[str, Any] | None:
+    """{"role_name", "role_id", "sender_id", "instance_profile_name", "access_key_ids"} of an
+    instance (None without a role); ``access_key_ids`` are the keys IMDS has issued to it."""
+    found = find_instance(emu, instance_id)
+    if found is None:
+        raise LookupError(instance_id)
+    instance, account, region = found
+    rec = emu.record(instance_id, account, region)
+    profile_name, profile, role = _iam_profile(emu, instance, rec, account)
+    if not role:
+        return None
+    rid = identity.role_id(account, role)
+    keys = [k for k, v in emu.instance_keys.items() if v["instance_id"] == instance_id]
+    return {
+        "role_name": role,
+        "role_id": rid,
+        "sender_id": f"{rid}:{instance_id}",
+        "instance_profile_name": profile.name if profile is not None else (profile_name or role),
+        "access_key_ids": keys,
+    }
+
+
+def _credentials(emu: Emulator, rec: InstanceRecord, role: str) -> dict[str, str]:
     now = time.monotonic()
-    if rec.imds_creds is None or rec.imds_creds_expiry - now < 300:
+    if rec.imds_creds is None or rec.imds_creds_expiry - now < 300 or rec.imds_creds_role != role:
         ttl = float(emu.config.imds_credentials_ttl_secs)
         alphabet = string.ascii_uppercase + string.digits
         wall = utcnow()
@@ -231,6 +266,9 @@ def _credentials(emu: Emulator, rec: InstanceRecord) -> dict[str, str]:
             "Expiration": iso_seconds(wall + dt.timedelta(seconds=ttl)),
         }
         rec.imds_creds_expiry = now + ttl
+        rec.imds_creds_role = role
+        # Remembered so that SQS can give messages signed with it SenderId <role id>:<instance id>.
+        identity.remember(emu, rec.imds_creds["AccessKeyId"], rec.account, rec.instance_id, role)
     return rec.imds_creds
 
 

@@ -18,7 +18,7 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Response
 
-from . import awsreq, cloudtrail, control, faults, imds, launch_templates, moto_fixes, realism, scaling
+from . import awsreq, cloudtrail, control, faults, identity, imds, launch_templates, moto_fixes, realism, scaling, ssm_documents
 from .autoscaling_api import LifeguardAutoScalingResponse
 from .ec2_api import LifeguardEC2Response
 from .state import Emulator, emulator
@@ -86,8 +86,15 @@ class App:
     # ------------------------------------------------------------------- AWS
     def _aws(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         info = awsreq.classify(environ)
+        awsreq.route_presigned(environ, info.service)
         call = self.emu.recorder.start(info.service, info.action, info.params, info.region)
-        fault = self.emu.faults.match(info.service, info.action, awsreq.access_key(environ))
+        key = awsreq.access_key(environ)
+        sender = None
+        if info.service == "sqs" and info.action in identity.SQS_SEND_ACTIONS:
+            # SenderId of the messages: <role id>:<instance id> for IMDS credentials.
+            sender = identity.sender_id(self.emu, key)
+            call["sender_id"] = sender or identity.default_sender_id()
+        fault = self.emu.faults.match(info.service, info.action, key)
         if fault is not None:
             if fault.mode == "drop":
                 self.emu.recorder.finish(call, 0, "ConnectionDropped")
@@ -116,7 +123,8 @@ class App:
             if own_cls is not None:
                 result: Iterable[bytes] = self._own(own_cls, environ)(environ, capture)
             else:
-                result = self.moto(environ, capture)
+                with identity.sending_as(sender):
+                    result = self.moto(environ, capture)
             status = captured.get("status", 500)
             if locked or status >= 400:
                 body = b"".join(result)
@@ -196,6 +204,8 @@ def install_patches() -> None:
     scaling.install()
     launch_templates.install()
     moto_fixes.install()
+    identity.patch_sqs_sender_id()
+    ssm_documents.install()
     realism.install()
     _INSTALLED = True
 

@@ -47,6 +47,7 @@ class InstanceRecord:
         self.imds_fault: str | None = None
         self.imds_fault_remaining = 0
         self.imds_creds: dict[str, str] | None = None
+        self.imds_creds_role: str | None = None
         # moto's Instance object (kept so IMDS lookups do not scan every reservation).
         self.instance: Any = None
         self.imds_creds_expiry = 0.0
@@ -75,6 +76,9 @@ class Emulator:
         self.records: dict[str, InstanceRecord] = {}
         # IMDSv2 tokens: token -> (instance id, expiry on the monotonic clock).
         self.imds_tokens: dict[str, tuple[str, float]] = {}
+        # Access keys issued through IMDS: access key id -> {"access_key_id", "account",
+        # "instance_id", "role_name", "role_id", "sender_id"} (see identity.py).
+        self.instance_keys: dict[str, dict[str, str]] = {}
         self.rng = new_rng(None)
         self.deliveries = Deliveries(self)
         self.rate_limiter = RateLimiter()
@@ -100,6 +104,7 @@ class Emulator:
             moto_api_backend.reset()
             self.records.clear()
             self.imds_tokens.clear()
+            self.instance_keys.clear()
             self.lifecycle.reset()
             self.phases.reset()
             self.deliveries.reset()
