@@ -207,6 +207,12 @@ pub enum SkipReason {
     /// Opening it or reading its status did not return in time (a hung filesystem), before
     /// anything of it was written; `errors` holds the operation that stalled.
     Stalled,
+    /// Not read, for safety: reaching it again from its source's root met a symbolic link (a
+    /// directory on the way was swapped for a link since the walk), or found another file
+    /// than the one the walk listed (device and inode differ: it was replaced). Reading it
+    /// could have archived a file from outside the sources. `errors` says which (`open`,
+    /// a message starting with `refused:`).
+    Refused,
 }
 
 /// Something that could not be read; archiving went on without it.
@@ -326,6 +332,7 @@ impl std::fmt::Display for SkipReason {
             SkipReason::NameConflict => "name_conflict",
             SkipReason::MaxFiles => "max_files",
             SkipReason::Stalled => "stalled",
+            SkipReason::Refused => "refused",
         })
     }
 }

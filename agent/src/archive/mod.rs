@@ -38,7 +38,12 @@
 //!
 //! Sources are absolute paths (a file, or a directory archived recursively) or glob patterns
 //! (`*`, `?`, `[...]`, `**`); a configured root that is a symbolic link is resolved once, and
-//! nothing below the roots is followed. Excludes with a `/` match full paths, others file names.
+//! nothing below the roots is followed, neither by the walk nor when a file is read: each root
+//! is opened once, and everything below it is reached from that descriptor without following
+//! any link (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, or component by component
+//! on older kernels). A file reached through a link swapped in since the walk, or that is no
+//! longer the file the walk listed (device and inode), is not read: it is listed as skipped,
+//! `refused`, with the why in `errors`. Excludes with a `/` match full paths, others file names.
 //! Files are ordered newest first; `max_file_bytes` keeps a larger file's tail,
 //! `max_total_bytes` is filled greedily in that order.
 //!
@@ -58,12 +63,14 @@
 //! [`DEFAULT_MAX_FILES`], a manifest of some 19 MB and 55 MiB resident, measured on 100000
 //! small files with 40-byte paths. Files past the cap cost nothing but their count.
 
+mod beneath;
 mod compress;
 mod error;
 mod gzip;
 mod manifest;
 mod reader;
 mod select;
+mod tree;
 mod writer;
 
 #[cfg(test)]

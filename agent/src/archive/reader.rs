@@ -9,22 +9,25 @@
 //! and starts a new one for the next file. An abandoned reader that wakes up later finds its
 //! channels closed and ends.
 //!
-//! One request per file: the reader opens it, takes its status, decides the entry's size (the
-//! caps are given with the request) and answers that, then sends the content in chunks of
+//! One request per file: the reader opens it below its source's root without following a link
+//! ([`super::beneath`]), checks that it is the file the walk listed, takes its status, decides
+//! the entry's size (the caps are given with the request) and answers that, then sends the content in chunks of
 //! [`CHUNK_BYTES`] and ends with the status after reading. Chunks are read ahead into at most
 //! [`CHUNKS_IN_FLIGHT`] buffers that the writer hands back once written: memory stays bounded,
 //! reading overlaps hashing and compressing, and a small file costs one exchange each way.
 
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::{File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Instant;
 
+use rustix::fs::{self as rfs, OFlags};
+
+use super::beneath::{FileAt, Refusal, Resolve, open_beneath, same_file};
 use super::manifest::TruncateReason;
+use super::tree::identity;
 
 /// Bytes read from a file at a time.
 pub(crate) const CHUNK_BYTES: usize = 256 * 1024;
@@ -38,18 +41,12 @@ const CHUNKS_IN_FLIGHT: usize = 2;
 /// this stays bounded too.
 const SMALL_CHUNK_BYTES: usize = 16 * 1024;
 
-// `O_NOFOLLOW` and `O_NONBLOCK` for the architectures the agent ships on (the values differ
-// between architectures and std does not export them). Elsewhere the file type is still checked
-// after opening, which catches a FIFO or a device but not a link to a regular file.
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-const OPEN_FLAGS: i32 = 0o400_000 | 0o4000;
-#[cfg(all(target_os = "linux", target_arch = "aarch64"))]
-const OPEN_FLAGS: i32 = 0o100_000 | 0o4000;
-#[cfg(not(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-)))]
-const OPEN_FLAGS: i32 = 0;
+/// How a file is opened: not through a link (a file swapped for one is refused), and without
+/// blocking (a file swapped for a FIFO does not hang the drain; the type is checked next).
+const OPEN_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::NONBLOCK)
+    .union(OFlags::CLOEXEC);
 
 /// Debug builds only: makes a file's calls hang in the reader thread, as they would on a hung
 /// mount, so that tests can show what the archive does then.
@@ -92,7 +89,10 @@ pub(crate) struct Caps {
 
 /// A file to archive.
 pub(crate) struct Request {
-    pub path: PathBuf,
+    /// The file, as the walk found it.
+    pub at: FileAt,
+    /// How its path is resolved below the root (tests force the fallback).
+    pub resolve: Resolve,
     pub caps: Caps,
     /// Wait for [`Reader::go`] between answering the size and reading (for test hooks that
     /// change the file then).
@@ -120,6 +120,9 @@ pub(crate) struct Opened {
 pub(crate) enum Reply {
     /// Or what failed: `open` or `stat`, and why.
     Opened(Result<Opened, (&'static str, io::Error)>),
+    /// Not opened, or opened and found to be another file than the one listed: why, a
+    /// message starting with `refused:`. Nothing of it was read.
+    Refused(String),
     /// The next bytes of the entry: `buffer[..len]`. Hand the buffer back with
     /// [`Reader::give_back`].
     Chunk { buffer: Vec<u8>, len: usize },
@@ -266,15 +269,20 @@ impl Thread {
             std::thread::sleep(duration);
         }
         self.at(IN_OPEN);
-        let opened = OpenOptions::new()
-            .read(true)
-            .custom_flags(OPEN_FLAGS)
-            .open(&request.path);
-        let mut file = match opened {
-            Ok(file) => file,
-            Err(e) => return self.reply(Reply::Opened(Err(("open", e)))),
+        let at = &request.at;
+        let fd = match open_beneath(at.root.fd(), &at.relative, OPEN_FLAGS, request.resolve) {
+            Ok(fd) => fd,
+            Err(Refusal::Refused(why)) => return self.reply(Reply::Refused(why)),
+            Err(Refusal::Failed(e)) => return self.reply(Reply::Opened(Err(("open", e)))),
         };
         self.at(IN_STAT);
+        // The identity from the same call the walk made (`stat`), so that both are encoded
+        // alike; the status for the entry from std, which the writer works with.
+        let opened_id = match rfs::fstat(&fd) {
+            Ok(stat) => identity(&stat),
+            Err(e) => return self.reply(Reply::Opened(Err(("stat", e.into())))),
+        };
+        let mut file = File::from(fd);
         let meta = match file.metadata() {
             Ok(meta) => meta,
             Err(e) => return self.reply(Reply::Opened(Err(("stat", e)))),
@@ -282,6 +290,9 @@ impl Thread {
         if !meta.is_file() {
             let error = io::Error::other("no longer a regular file (replaced since it was listed)");
             return self.reply(Reply::Opened(Err(("open", error))));
+        }
+        if let Err(why) = same_file(at.id, opened_id) {
+            return self.reply(Reply::Refused(why));
         }
         let (size, offset, cap) = extent(meta.len(), request.caps);
         self.reply(Reply::Opened(Ok(Opened {

@@ -9,6 +9,12 @@
 //!   archived recursively.
 //! - Below the roots, symbolic links are never followed: they are archived as links, whatever
 //!   they point at. Sockets, FIFOs and devices are listed as skipped.
+//! - Each resolved root is opened once ([`Root`]) and walked through descriptors
+//!   ([`super::tree`]): a directory swapped for a link while the walk runs is not entered
+//!   (`errors`, operation `walk`), so nothing outside the root is ever listed. Each file is
+//!   recorded with its root, its path below it and its device and inode ([`FileAt`]), which is
+//!   how the writer opens it again and checks it ([`super::beneath`]). The configured root
+//!   itself is trusted as configured: its links are followed, once, at the start.
 //! - An exclude pattern with a `/` is matched against the full path (the configured one and the
 //!   resolved one); without a `/`, against the file name (`*.gz`). An excluded directory is not
 //!   entered.
@@ -33,10 +39,9 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
-use std::fs::{self, Metadata};
+use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering as AtomicOrdering};
@@ -44,13 +49,15 @@ use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant, SystemTime};
 
 use glob::{MatchOptions, Pattern};
-use walkdir::WalkDir;
+use rustix::fs::{self as rfs, AtFlags, FileType};
 
+use super::beneath::{FileAt, Refusal, Resolve, Root};
 use super::error::ArchiveError;
 use super::manifest::{
     ErrorRecord, IncompleteWalk, Listed, MANIFEST_PATH, Plan, PlannedFile, SkipReason,
     SkippedRecord, SourceRecord, SymlinkRecord, WalkStop, manifest_name, octal_mode, rfc3339,
 };
+use super::tree::{Node, Status, Tree, is_swapped, logical_path};
 use super::writer::stalled_message;
 use super::{ArchiveSpec, STALL_TIMEOUT};
 
@@ -87,6 +94,22 @@ pub(crate) struct WalkLimits {
     /// Debug builds: the walk hangs this long before reading this directory (tests).
     #[cfg(debug_assertions)]
     pub hang: Option<(PathBuf, Duration)>,
+    /// Debug builds: called with a directory's resolved path just before the walk reads it
+    /// (tests swap a directory for a link then).
+    #[cfg(debug_assertions)]
+    pub before_entering: Option<EnterHook>,
+}
+
+/// What a test runs on the walker thread before a directory is read.
+#[cfg(debug_assertions)]
+#[derive(Clone)]
+pub(crate) struct EnterHook(pub Arc<dyn Fn(&Path) + Send + Sync>);
+
+#[cfg(debug_assertions)]
+impl std::fmt::Debug for EnterHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnterHook")
+    }
 }
 
 impl WalkLimits {
@@ -97,6 +120,8 @@ impl WalkLimits {
             stall_timeout: STALL_TIMEOUT,
             #[cfg(debug_assertions)]
             hang: None,
+            #[cfg(debug_assertions)]
+            before_entering: None,
         }
     }
 }
@@ -118,8 +143,9 @@ pub(crate) struct Selection {
 #[derive(Debug, Default)]
 pub(crate) struct SelectedFile {
     pub planned: PlannedFile,
-    /// Where to read it (a configured root's symbolic links resolved).
-    pub real_path: PathBuf,
+    /// Where to read it: below its source's root, as the walk found it. `None` only once the
+    /// writer is done with it.
+    pub at: Option<FileAt>,
     /// Its name inside the archive: the configured path without the leading `/`.
     pub archive_name: PathBuf,
 }
@@ -129,7 +155,8 @@ pub(crate) struct SelectedLink {
     pub record: SymlinkRecord,
     pub archive_name: PathBuf,
     pub target: PathBuf,
-    pub metadata: Metadata,
+    /// The link's own status.
+    pub status: Status,
 }
 
 impl Selection {
@@ -381,8 +408,10 @@ enum Walked {
 
 struct Found {
     logical: PathBuf,
-    real: PathBuf,
-    meta: Metadata,
+    /// Where it is, and which file it is.
+    at: FileAt,
+    /// Its status, not following a link.
+    status: Status,
     /// A link's target, read on the walker thread.
     target: Option<io::Result<PathBuf>>,
 }
@@ -418,6 +447,8 @@ struct Walker {
     stage: Arc<AtomicU8>,
     #[cfg(debug_assertions)]
     hang: Option<(PathBuf, Duration)>,
+    #[cfg(debug_assertions)]
+    before_entering: Option<EnterHook>,
 }
 
 /// `None`: the collector is gone (it stopped waiting); the walker ends.
@@ -460,20 +491,18 @@ impl Walker {
                 self.at(Stage::Stat);
                 match fs::metadata(&real) {
                     Ok(meta) if meta.is_dir() => {
+                        let Some(root) = self.open_root(&path, &real)? else {
+                            return Some(());
+                        };
                         self.claim(&path, &real, ClaimKind::Dir)?;
-                        self.walk_dir(&path, &real)
+                        self.walk_tree(&root, &path, None)
                     }
-                    Ok(meta) => {
+                    Ok(_) => {
                         self.claim(&path, &real, ClaimKind::File)?;
                         if self.taken(&real) {
                             return self.send(Walked::Taken);
                         }
-                        self.send(Walked::Entry(Found {
-                            logical: path,
-                            real,
-                            meta,
-                            target: None,
-                        }))
+                        self.walk_file(path, &real)
                     }
                     Err(e) => self.error(&path, "stat", &e),
                 }
@@ -490,12 +519,15 @@ impl Walker {
                 if !fs::metadata(&real_root).is_ok_and(|m| m.is_dir()) {
                     return Some(());
                 }
+                let Some(opened) = self.open_root(&root, &real_root)? else {
+                    return Some(());
+                };
                 let kind = ClaimKind::Glob {
                     pattern: pattern.clone(),
                     depth,
                 };
                 self.claim(&root, &real_root, kind)?;
-                self.walk_glob(&root, &real_root, &pattern, depth)
+                self.walk_tree(&opened, &root, Some((&pattern, depth)))
             }
         }
     }
@@ -528,9 +560,71 @@ impl Walker {
         }
     }
 
+    /// Opens the resolved directory `real` (configured as `logical`), once: everything below
+    /// it is reached through this descriptor. `Some(None)` when it cannot be (recorded).
+    fn open_root(&self, logical: &Path, real: &Path) -> Option<Option<Arc<Root>>> {
+        self.at(Stage::Resolve);
+        match Root::open(real, Resolve::Auto) {
+            Ok(root) => Some(Some(Arc::new(root))),
+            Err(Refusal::Refused(why)) => {
+                self.send(Walked::Error {
+                    path: logical.to_path_buf(),
+                    operation: "resolve",
+                    error: format!("{why} (while opening {})", real.display()),
+                })?;
+                Some(None)
+            }
+            Err(Refusal::Failed(e)) => {
+                self.error(logical, "resolve", &e)?;
+                Some(None)
+            }
+        }
+    }
+
+    /// A source that is a file: found in its directory, opened once as the file's root.
+    fn walk_file(&self, logical: PathBuf, real: &Path) -> Sent {
+        let (Some(dir), Some(name)) = (real.parent(), real.file_name()) else {
+            // A resolved path that is not a directory has both.
+            return self.error(
+                &logical,
+                "resolve",
+                &io::Error::other("no parent directory"),
+            );
+        };
+        let Some(root) = self.open_root(&logical, dir)? else {
+            return Some(());
+        };
+        self.at(Stage::Stat);
+        let relative = PathBuf::from(name);
+        let status = match rfs::statat(root.fd(), name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => Status::of(&stat),
+            Err(e) => return self.error(&logical, "stat", &e.into()),
+        };
+        let target = (status.kind == FileType::Symlink).then(|| {
+            self.at(Stage::ReadLink);
+            rfs::readlinkat(root.fd(), name, Vec::new())
+                .map(|t| PathBuf::from(std::ffi::OsString::from_vec(t.into_bytes())))
+                .map_err(io::Error::from)
+        });
+        self.send(Walked::Entry(Found {
+            logical,
+            at: FileAt {
+                root,
+                relative,
+                id: status.id,
+            },
+            status,
+            target,
+        }))
+    }
+
     /// Says which directory the walk is in, before it reads it.
     fn entering(&self, logical: &Path, real: &Path) -> Sent {
         self.send(Walked::Dir(logical.to_path_buf()))?;
+        #[cfg(debug_assertions)]
+        if let Some(hook) = &self.before_entering {
+            (hook.0)(real);
+        }
         #[cfg(debug_assertions)]
         if let Some((dir, duration)) = &self.hang
             && dir == real
@@ -543,160 +637,129 @@ impl Walker {
         Some(())
     }
 
-    fn walk_glob(
+    /// Walks below `root` (configured as `logical_root`), without following links: with a
+    /// glob (its pattern and how deep a match can be), what matches it and everything below a
+    /// matching directory; without, everything.
+    fn walk_tree(
         &self,
-        root: &Path,
-        real_root: &Path,
-        pattern: &Pattern,
-        depth: Option<usize>,
+        root: &Arc<Root>,
+        logical_root: &Path,
+        glob: Option<(&Pattern, Option<usize>)>,
     ) -> Sent {
-        self.entering(root, real_root)?;
-        let mut walker = WalkDir::new(real_root).follow_links(false).min_depth(1);
-        if let Some(depth) = depth {
-            walker = walker.max_depth(depth);
-        }
-        let mut entries = walker.into_iter();
-        let mut current = real_root.to_path_buf();
+        self.entering(logical_root, root.real())?;
+        self.at(Stage::Walk);
+        let mut tree = match Tree::open(root) {
+            Ok(tree) => tree,
+            Err(e) => return self.error(logical_root, "walk", &e),
+        };
+        // Everything below the directory at this depth is taken (the root, without a glob; a
+        // directory the glob matched, until the walk leaves it).
+        let mut taken_below: Option<usize> = glob.is_none().then_some(0);
+        let mut current = PathBuf::new();
         loop {
             self.at(Stage::Walk);
-            let Some(next) = entries.next() else {
-                return Some(());
-            };
-            let entry = match next {
-                Ok(entry) => entry,
-                Err(e) => {
-                    self.walk_error(root, real_root, &e)?;
+            let node = match tree.next() {
+                None => return Some(()),
+                Some(Ok(node)) => node,
+                Some(Err((dir, e))) => {
+                    self.error(&logical_path(logical_root, &dir), "walk", &e)?;
                     continue;
                 }
             };
-            let logical = logical_path(root, real_root, entry.path());
-            self.follow(&mut current, root, real_root, entry.path())?;
-            let is_dir = entry.file_type().is_dir();
-            if self.excluded(&logical, entry.path()) {
-                if is_dir {
-                    entries.skip_current_dir();
-                }
+            if glob.is_some() && taken_below.is_some_and(|depth| node.depth <= depth) {
+                taken_below = None;
+            }
+            let logical = logical_path(logical_root, &node.relative);
+            let real = root.real().join(&node.relative);
+            self.follow(&mut current, logical_root, &node.relative)?;
+            let is_dir = tree.is_dir(&node);
+            if self.excluded(&logical, &real) {
                 continue;
             }
-            if !pattern.matches_path_with(&logical, MATCH) {
-                if is_dir && depth.is_none_or(|d| entry.depth() < d) {
-                    self.entering(&logical, entry.path())?;
-                    entry.path().clone_into(&mut current);
-                }
-                continue;
-            }
+            let taken = taken_below.is_some()
+                || glob.is_some_and(|(pattern, _)| pattern.matches_path_with(&logical, MATCH));
             if is_dir {
-                entries.skip_current_dir();
-                self.walk_dir(&logical, entry.path())?;
-                // Back in the directory being globbed.
-                self.send(Walked::Dir(logical_path(root, real_root, &current)))?;
-            } else {
-                self.add_walked(logical, entry)?;
+                if taken && taken_below.is_none() {
+                    taken_below = Some(node.depth);
+                }
+                let deeper = glob.is_some_and(|(_, limit)| limit.is_none_or(|d| node.depth < d));
+                if taken || deeper {
+                    self.enter(&mut tree, &node, &logical, &real, &mut current)?;
+                }
+            } else if taken {
+                self.add_walked(root, &tree, node, logical, &real)?;
             }
+        }
+    }
+
+    /// Goes into the directory just listed.
+    fn enter(
+        &self,
+        tree: &mut Tree,
+        node: &Node,
+        logical: &Path,
+        real: &Path,
+        current: &mut PathBuf,
+    ) -> Sent {
+        self.entering(logical, real)?;
+        self.at(Stage::Walk);
+        match tree.enter(node) {
+            Ok(()) => {
+                node.relative.clone_into(current);
+                Some(())
+            }
+            Err(e) if is_swapped(&e) => self.send(Walked::Error {
+                path: logical.to_path_buf(),
+                operation: "walk",
+                error: format!(
+                    "not entered: no longer a directory (swapped for a symbolic link or a file \
+                     since it was listed?); links below a source are never followed: {e}"
+                ),
+            }),
+            Err(e) => self.error(logical, "walk", &e),
         }
     }
 
     /// When the walk has moved to another directory than `current` (back up, after a
     /// subdirectory), says so.
-    fn follow(
-        &self,
-        current: &mut PathBuf,
-        logical_root: &Path,
-        real_root: &Path,
-        found: &Path,
-    ) -> Sent {
-        if let Some(parent) = found.parent()
+    fn follow(&self, current: &mut PathBuf, logical_root: &Path, relative: &Path) -> Sent {
+        if let Some(parent) = relative.parent()
             && parent != current.as_path()
         {
             parent.clone_into(current);
-            self.send(Walked::Dir(logical_path(logical_root, real_root, parent)))?;
+            self.send(Walked::Dir(logical_path(logical_root, parent)))?;
         }
         Some(())
     }
 
-    /// Everything below a directory, without following links.
-    fn walk_dir(&self, logical_root: &Path, real_root: &Path) -> Sent {
-        self.entering(logical_root, real_root)?;
-        let mut entries = WalkDir::new(real_root)
-            .follow_links(false)
-            .min_depth(1)
-            .into_iter();
-        let mut current = real_root.to_path_buf();
-        loop {
-            self.at(Stage::Walk);
-            let Some(next) = entries.next() else {
-                return Some(());
-            };
-            let entry = match next {
-                Ok(entry) => entry,
-                Err(e) => {
-                    self.walk_error(logical_root, real_root, &e)?;
-                    continue;
-                }
-            };
-            let logical = logical_path(logical_root, real_root, entry.path());
-            self.follow(&mut current, logical_root, real_root, entry.path())?;
-            let is_dir = entry.file_type().is_dir();
-            if self.excluded(&logical, entry.path()) {
-                if is_dir {
-                    entries.skip_current_dir();
-                }
-                continue;
-            }
-            if is_dir {
-                self.entering(&logical, entry.path())?;
-                entry.path().clone_into(&mut current);
-            } else {
-                self.add_walked(logical, entry)?;
-            }
-        }
-    }
-
-    fn walk_error(&self, logical_root: &Path, real_root: &Path, e: &walkdir::Error) -> Sent {
-        let path = e.path().map_or_else(
-            || logical_root.to_path_buf(),
-            |p| logical_path(logical_root, real_root, p),
-        );
-        let error = match e.io_error() {
-            Some(io) => io.to_string(),
-            None => e.to_string(),
-        };
-        self.send(Walked::Error {
-            path,
-            operation: "walk",
-            error,
-        })
-    }
-
-    fn add_walked(&self, logical: PathBuf, entry: walkdir::DirEntry) -> Sent {
-        if self.taken(entry.path()) {
+    fn add_walked(
+        &self,
+        root: &Arc<Root>,
+        tree: &Tree,
+        node: Node,
+        logical: PathBuf,
+        real: &Path,
+    ) -> Sent {
+        if self.taken(real) {
             return self.send(Walked::Taken);
         }
-        // Without following links this is an lstat: a link is seen as a link.
         self.at(Stage::Stat);
-        let meta = match entry.metadata() {
-            Ok(meta) => meta,
-            Err(e) => {
-                let error = match e.io_error() {
-                    Some(io) => io.to_string(),
-                    None => e.to_string(),
-                };
-                return self.send(Walked::Error {
-                    path: logical,
-                    operation: "stat",
-                    error,
-                });
-            }
+        let status = match tree.lstat(&node) {
+            Ok(status) => status,
+            Err(e) => return self.error(&logical, "stat", &e),
         };
-        let real = entry.into_path();
-        let target = meta.file_type().is_symlink().then(|| {
+        let target = (status.kind == FileType::Symlink).then(|| {
             self.at(Stage::ReadLink);
-            fs::read_link(&real)
+            tree.read_link(&node)
         });
         self.send(Walked::Entry(Found {
             logical,
-            real,
-            meta,
+            at: FileAt {
+                root: Arc::clone(root),
+                relative: node.relative,
+                id: status.id,
+            },
+            status,
             target,
         }))
     }
@@ -706,8 +769,7 @@ impl Walker {
 #[derive(Debug)]
 struct Candidate {
     logical: PathBuf,
-    /// Where to read it, when that is not `logical` (a configured root's links resolved).
-    real: Option<PathBuf>,
+    at: FileAt,
     size: u64,
     mtime: SystemTime,
     mtime_ns: i128,
@@ -813,6 +875,8 @@ impl Collector {
             stage: Arc::clone(&stage),
             #[cfg(debug_assertions)]
             hang: limits.hang.clone(),
+            #[cfg(debug_assertions)]
+            before_entering: limits.before_entering.clone(),
         };
         let spawned = std::thread::Builder::new()
             .name("archive-walk".to_string())
@@ -878,23 +942,22 @@ impl Collector {
     fn add(&mut self, found: Found) {
         let Found {
             logical,
-            real,
-            meta,
+            at,
+            status,
             target,
         } = found;
-        let file_type = meta.file_type();
-        if file_type.is_file() {
-            let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+        if status.kind == FileType::RegularFile {
+            let mtime_ns = i128::from(status.mtime) * 1_000_000_000 + i128::from(status.mtime_nsec);
             let candidate = Candidate {
-                real: (real != logical).then_some(real),
                 logical,
-                size: meta.len(),
-                mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                at,
+                size: status.size,
+                mtime: status.modified(),
                 mtime_ns,
-                mode: meta.permissions().mode(),
+                mode: status.mode,
             };
             self.offer(candidate);
-        } else if file_type.is_symlink() {
+        } else if status.kind == FileType::Symlink {
             match target {
                 Some(Ok(target)) if (self.links.len() as u64) < self.max_files => {
                     let archive_name = archive_name(&logical);
@@ -909,7 +972,7 @@ impl Collector {
                         },
                         archive_name,
                         target,
-                        metadata: meta,
+                        status,
                     });
                 }
                 Some(Ok(_)) => self.skip(&logical, 0, SkipReason::MaxFiles),
@@ -982,7 +1045,7 @@ impl Collector {
                     mtime: rfc3339(candidate.mtime),
                     mode: octal_mode(candidate.mode),
                 },
-                real_path: candidate.real.unwrap_or_else(|| candidate.logical.clone()),
+                at: Some(candidate.at),
                 archive_name,
             });
         }
@@ -1018,15 +1081,4 @@ fn archive_name(logical: &Path) -> PathBuf {
     logical
         .strip_prefix("/")
         .map_or_else(|_| logical.to_path_buf(), Path::to_path_buf)
-}
-
-/// The configured name of an entry found below a resolved root.
-fn logical_path(logical_root: &Path, real_root: &Path, found: &Path) -> PathBuf {
-    // Walked entries are always below the root they were walked from; the fallback keeps the
-    // resolved path rather than inventing one.
-    match found.strip_prefix(real_root) {
-        Ok(relative) if relative.as_os_str().is_empty() => logical_root.to_path_buf(),
-        Ok(relative) => logical_root.join(relative),
-        Err(_) => found.to_path_buf(),
-    }
 }

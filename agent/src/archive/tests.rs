@@ -1658,3 +1658,6 @@ mod stalls {
         );
     }
 }
+
+/// Swaps of directories and files while an archive is built.
+mod race;

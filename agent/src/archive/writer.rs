@@ -1,9 +1,11 @@
 //! Streaming the tar: extras, links, files in priority order, then the manifest.
 //!
-//! Each file is opened without following a link (a file swapped for a link after planning is
-//! not read through it) and without blocking (a file swapped for a FIFO does not hang the
-//! drain), then stat'ed: that length, capped, is the entry's size, written in the header before
-//! any content. The content is then read in fixed-size chunks and hashed on the way; whatever
+//! Each file is opened relative to its source's root, following no link on the way nor at the
+//! end ([`super::beneath`]: a directory or file swapped for a link after the walk is not read
+//! through it), and without blocking (a file swapped for a FIFO does not hang the drain), then
+//! stat'ed: a file whose device and inode are not those the walk listed is refused (skipped as
+//! `refused`, with the why in `errors`); otherwise that length, capped, is the entry's size,
+//! written in the header before any content. The content is then read in fixed-size chunks and hashed on the way; whatever
 //! cannot be read up to that size (the file shrank, a read failed, the deadline passed, a read
 //! stalled) is written as zeros, so the tar stays valid and the manifest says what happened.
 //!
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use sha2::{Digest, Sha256};
 use tar::{Builder, EntryType, Header};
 
+use super::beneath::Resolve;
 use super::compress::Sink;
 use super::error::ArchiveError;
 use super::manifest::{
@@ -65,9 +68,14 @@ pub(crate) struct Hooks<'a> {
     /// Makes the reader hang on a file (debug builds).
     #[cfg(debug_assertions)]
     pub hang: Option<HangHook<'a>>,
+    /// How paths below a source's root are resolved (tests force the fallback).
+    pub resolve: Resolve,
     /// Makes the walk hang this long before reading this directory (debug builds).
     #[cfg(debug_assertions)]
     pub hang_walk: Option<(PathBuf, Duration)>,
+    /// Runs on the walker thread before it reads a directory (debug builds).
+    #[cfg(debug_assertions)]
+    pub walk_entering: Option<super::select::EnterHook>,
 }
 
 fn is_past(deadline: Option<Instant>) -> bool {
@@ -219,6 +227,8 @@ pub(crate) fn write_archive<W: Write>(
         stall_timeout,
         #[cfg(debug_assertions)]
         hang: hooks.hang_walk.clone(),
+        #[cfg(debug_assertions)]
+        before_entering: hooks.walk_entering.clone(),
     };
     let selection = select(spec, &limits)?;
     let planned_bytes = selection.file_bytes();
@@ -489,14 +499,14 @@ impl<W: Write> ArchiveWriter<'_, W> {
     }
 
     fn write_link(&mut self, link: SelectedLink) -> Result<(), ArchiveError> {
-        let meta = &link.metadata;
+        let status = &link.status;
         let mut header = Header::new_gnu();
         header.set_entry_type(EntryType::Symlink);
         header.set_size(0);
-        header.set_mode(meta.permissions().mode() & 0o7777);
-        header.set_mtime(mtime_secs(meta));
-        header.set_uid(u64::from(meta.uid()));
-        header.set_gid(u64::from(meta.gid()));
+        header.set_mode(status.mode & 0o7777);
+        header.set_mtime(u64::try_from(status.mtime).unwrap_or(0));
+        header.set_uid(u64::from(status.uid));
+        header.set_gid(u64::from(status.gid));
         self.tar
             .append_link(&mut header, &link.archive_name, &link.target)
             .map_err(|source| ArchiveError::WriteEntry {
@@ -531,15 +541,18 @@ impl<W: Write> ArchiveWriter<'_, W> {
         written: u64,
     ) -> Result<(), String> {
         let file = &files[index];
+        // Only a file the writer is done with has none, and it is not asked for again.
+        let at = file.at.as_ref().ok_or("no longer known where it is")?;
         if let Some(hook) = self.hooks.before_open {
-            hook(&file.real_path);
+            hook(&at.real_path());
         }
         #[cfg(debug_assertions)]
-        let hang = self.hang_for(&file.real_path);
+        let hang = self.hang_for(&at.real_path());
         #[cfg(not(debug_assertions))]
         let hang = ();
         let request = Request {
-            path: file.real_path.clone(),
+            at: at.clone(),
+            resolve: self.hooks.resolve,
             caps: queue.caps(index, written),
             pause: self.hooks.after_open.is_some(),
             hang,
@@ -590,6 +603,11 @@ impl<W: Write> ArchiveWriter<'_, W> {
                 self.error(file, operation, e.to_string());
                 return Ok(0);
             }
+            Answer::Reply(Reply::Refused(why)) => {
+                self.error(file, "open", why);
+                self.skip_file(file, SkipReason::Refused);
+                return Ok(0);
+            }
             Answer::Stalled { deadline: true, .. } => {
                 self.skip_file(file, SkipReason::Deadline);
                 return Ok(0);
@@ -625,8 +643,10 @@ impl<W: Write> ArchiveWriter<'_, W> {
         self.tar
             .append_data(&mut header, &file.archive_name, io::empty())
             .map_err(write_error)?;
-        if let Some(hook) = self.hooks.after_open {
-            hook(&file.real_path);
+        if let Some(hook) = self.hooks.after_open
+            && let Some(at) = &file.at
+        {
+            hook(&at.real_path());
             if let Some(reader) = &self.reader {
                 // A reader that is gone is found out by the wait that follows.
                 let _ = reader.go();
@@ -771,7 +791,7 @@ impl<W: Write> ArchiveWriter<'_, W> {
                 Answer::Stalled { waited, .. } => {
                     return ended(read, Some(Cut::Stalled(waited)), None);
                 }
-                Answer::Reply(Reply::Opened(_)) | Answer::Gone => {
+                Answer::Reply(Reply::Opened(_) | Reply::Refused(_)) | Answer::Gone => {
                     self.abandon();
                     let gone = io::Error::other("the reader thread ended");
                     return ended(read, Some(Cut::Failed(gone)), None);
