@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use rustix::fs::{Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::drain::machine::DrainRecord;
@@ -141,6 +142,31 @@ impl StateStore {
     }
 }
 
+/// Creates the temporary file, which must be new: `O_CREAT | O_EXCL | O_NOFOLLOW` fails on
+/// whatever is at its path, a symbolic link included, rather than writing through it (the
+/// agent runs as root: a link planted there would have it overwrite any file). What is there
+/// is a leftover of a write cut short, or planted: it is removed (`unlink` removes a link, not
+/// what it points at) and the creation tried once more. Something planted again in between
+/// fails the save, which is logged; the next save tries again.
+fn create_temporary(path: &Path) -> std::io::Result<std::fs::File> {
+    let create = || {
+        rustix::fs::open(
+            path,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map(std::fs::File::from)
+        .map_err(std::io::Error::from)
+    };
+    match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(path)?;
+            create()
+        }
+        created => created,
+    }
+}
+
 /// The stored state, if any. A file that cannot be parsed (a torn disk, an older format) is
 /// moved aside and reported, so it is neither trusted nor lost.
 pub fn load(path: &Path) -> Result<Option<AgentState>, StateError> {
@@ -174,6 +200,9 @@ fn set_aside(path: &Path, why: &str) {
 }
 
 /// Writes the state atomically: a crash leaves the old file or the new one, never half.
+///
+/// The new state goes to a temporary file beside the state file, created for this write and
+/// readable by the agent's user only, then renamed over the state file.
 pub fn save(path: &Path, state: &AgentState) -> Result<(), StateError> {
     let failed = |source| StateError::Write {
         path: path.to_path_buf(),
@@ -184,7 +213,10 @@ pub fn save(path: &Path, state: &AgentState) -> Result<(), StateError> {
     }
     let temporary = path.with_extension("tmp");
     let body = serde_json::to_vec_pretty(state).map_err(|e| failed(std::io::Error::other(e)))?;
-    let mut file = std::fs::File::create(&temporary).map_err(failed)?;
+    let mut file = create_temporary(&temporary).map_err(|source| StateError::Write {
+        path: temporary.clone(),
+        source,
+    })?;
     file.write_all(&body).map_err(failed)?;
     file.sync_all().map_err(failed)?;
     drop(file);
@@ -263,6 +295,35 @@ mod tests {
         let reopened = StateStore::open(&path, "i-0abc").unwrap();
         assert_eq!(reopened.drain(), None);
         assert_eq!(reopened.handled(), vec!["spot:stop:x".to_string()]);
+    }
+
+    #[test]
+    fn a_link_planted_at_the_temporary_path_is_not_written_through() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent-state.json");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"the victim's bytes").unwrap();
+        std::os::unix::fs::symlink(&victim, path.with_extension("tmp")).unwrap();
+        let store = StateStore::open(&path, "i-0abc").unwrap();
+        let record = DrainRecord::new("i-0abc", &Trigger::Terminate, None, now());
+        store.save_drain(&record);
+        assert_eq!(std::fs::read(&victim).unwrap(), b"the victim's bytes");
+        assert!(!path.is_symlink(), "the state file is a file of its own");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            StateStore::open(&path, "i-0abc").unwrap().drain(),
+            Some(record)
+        );
+        assert!(!path.with_extension("tmp").exists());
+        // A temporary file left by a write cut short is replaced too.
+        std::fs::write(path.with_extension("tmp"), b"half a state").unwrap();
+        store.drain_over(None);
+        assert_eq!(StateStore::open(&path, "i-0abc").unwrap().drain(), None);
     }
 
     #[test]
