@@ -1,5 +1,7 @@
 //! The health and metrics port: `/healthz` (the queue answers and reconciles are recent),
-//! `/readyz` (started: reconciled once and polling), `/metrics`.
+//! `/readyz` (started: reconciled once and polling), `/metrics`. One request per connection,
+//! headers within `http.header_timeout_secs`, every connection closed after
+//! `http.connection_timeout_secs` at the latest, at most `http.max_connections` at once.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,11 +12,14 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::HttpConfig;
 use crate::fleet::Fleet;
 use crate::tracker::{Health, Tracker, now};
 
@@ -87,6 +92,39 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
     response
 }
 
+/// How connections to the port are bounded, so that whoever can reach it cannot hold it open:
+/// each connection costs a file descriptor and a task, and the queue consumer and AWS clients
+/// need descriptors too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections served at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// Time for a request's headers to arrive in full (hyper's own header read timeout).
+    pub header_timeout: Duration,
+    /// The longest a connection stays open, whatever the client does: a probe or a scrape
+    /// takes milliseconds, so this only ends connections that are stuck or abusive (a client
+    /// that trickles a request body, or never reads what it asked for).
+    pub connection_timeout: Duration,
+}
+
+impl From<&HttpConfig> for ConnectionLimits {
+    fn from(config: &HttpConfig) -> Self {
+        ConnectionLimits {
+            max_connections: config.max_connections,
+            header_timeout: Duration::from_secs(config.header_timeout_secs),
+            connection_timeout: Duration::from_secs(config.connection_timeout_secs),
+        }
+    }
+}
+
+/// How long a connection open at shutdown may take to finish: an answer being written takes
+/// milliseconds, and a client still sending its request is not worth delaying the exit for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// How often connections turned away at the cap are logged, at most: a flood of them must not
+/// flood the log as well.
+const REJECTED_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Serves until `shutdown`. Binding is done by the caller so a taken port fails the start.
 pub async fn serve<F: Fleet>(
     listener: TcpListener,
@@ -94,6 +132,44 @@ pub async fn serve<F: Fleet>(
     limits: Limits,
     shutdown: CancellationToken,
 ) {
+    let bounds = ConnectionLimits::from(&tracker.config.http);
+    let pages = move |path: &str, stopping: bool| match path {
+        "/healthz" | "/readyz" => {
+            let (status, body) = verdict(path, tracker.health(), limits, now(), stopping);
+            respond(status, "application/json", body)
+        }
+        "/metrics" => respond(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            tracker.metrics.render(),
+        ),
+        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    };
+    accept_loop(listener, bounds, shutdown, pages).await;
+}
+
+/// Accepts connections until `shutdown` and answers each request with `pages(path, stopping)`.
+async fn accept_loop<P>(
+    listener: TcpListener,
+    bounds: ConnectionLimits,
+    shutdown: CancellationToken,
+    pages: P,
+) where
+    P: Fn(&str, bool) -> Response<Full<Bytes>> + Clone + Send + Sync + 'static,
+{
+    // `Semaphore::new` panics above MAX_PERMITS; validation allows 10000 at most, and the clamp
+    // keeps a caller that skipped validation from panicking here.
+    let places = Arc::new(Semaphore::new(
+        bounds.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(bounds.header_timeout)
+        // One request per connection: probes and scrapes come seconds apart, so a connection
+        // kept alive between them would only sit idle in one of the few places.
+        .keep_alive(false);
+    let mut rejected = Rejected::default();
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -106,37 +182,71 @@ pub async fn serve<F: Fleet>(
                 }
             },
         };
-        let tracker = tracker.clone();
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            // Closed unanswered: answering would cost the very time and buffers the cap is
+            // there to save.
+            drop(stream);
+            rejected.count(peer, bounds.max_connections);
+            continue;
+        };
+        let pages = pages.clone();
         let stopping = shutdown.clone();
+        let shutdown = shutdown.clone();
+        let connection = builder.serve_connection(
+            TokioIo::new(stream),
+            hyper::service::service_fn(move |request: Request<Incoming>| {
+                let response = pages(request.uri().path(), stopping.is_cancelled());
+                async move { Ok::<_, Infallible>(response) }
+            }),
+        );
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let tracker = tracker.clone();
-                let stopping = stopping.is_cancelled();
-                async move {
-                    let path = request.uri().path();
-                    let response = match path {
-                        "/healthz" | "/readyz" => {
-                            let (status, body) =
-                                verdict(path, tracker.health(), limits, now(), stopping);
-                            respond(status, "application/json", body)
-                        }
-                        "/metrics" => respond(
-                            StatusCode::OK,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            tracker.metrics.render(),
-                        ),
-                        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
-                    };
-                    Ok::<_, Infallible>(response)
+            let _place = place;
+            tokio::pin!(connection);
+            let shutting_down = tokio::select! {
+                ended = connection.as_mut() => {
+                    if let Err(error) = ended {
+                        tracing::debug!(%error, %peer, "HTTP connection ended with an error");
+                    }
+                    return;
                 }
-            });
-            if let Err(error) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%error, %peer, "HTTP connection ended with an error");
+                () = tokio::time::sleep(bounds.connection_timeout) => false,
+                () = shutdown.cancelled() => true,
+            };
+            if shutting_down {
+                connection.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+            } else {
+                // Dropping the connection closes the socket.
+                tracing::debug!(%peer, "HTTP connection open too long; closed");
             }
         });
+    }
+}
+
+/// Connections turned away at the cap: the first is logged at once, then at most one line a
+/// minute carries the count since the last line.
+#[derive(Default)]
+struct Rejected {
+    since_logged: u64,
+    logged_at: Option<Instant>,
+}
+
+impl Rejected {
+    fn count(&mut self, peer: SocketAddr, max_connections: usize) {
+        self.since_logged += 1;
+        if self
+            .logged_at
+            .is_none_or(|at| at.elapsed() >= REJECTED_LOG_INTERVAL)
+        {
+            tracing::warn!(
+                %peer,
+                rejected = self.since_logged,
+                max_connections,
+                "HTTP connections closed unanswered: the health port is at its connection cap"
+            );
+            self.since_logged = 0;
+            self.logged_at = Some(Instant::now());
+        }
     }
 }
 
@@ -148,60 +258,4 @@ pub async fn bind(listen: &str) -> std::io::Result<TcpListener> {
 }
 
 #[cfg(test)]
-mod tests {
-    use time::macros::datetime;
-
-    use super::*;
-
-    const AT: OffsetDateTime = datetime!(2026-11-22 10:00:00 UTC);
-
-    fn limits() -> Limits {
-        Limits {
-            poll: Duration::from_secs(60),
-            reconcile: Duration::from_secs(200),
-        }
-    }
-
-    #[test]
-    fn healthy_while_polls_and_reconciles_are_recent() {
-        let health = Health {
-            last_poll: Some(AT - time::Duration::seconds(5)),
-            last_reconcile: Some(AT - time::Duration::seconds(100)),
-            watching: 3,
-        };
-        let (status, body) = verdict("/healthz", health, limits(), AT, false);
-        assert_eq!(status, StatusCode::OK, "{body}");
-        let stale = Health {
-            last_poll: Some(AT - time::Duration::seconds(61)),
-            ..health
-        };
-        let (status, body) = verdict("/healthz", stale, limits(), AT, false);
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(body.contains("queue not reachable recently"), "{body}");
-    }
-
-    #[test]
-    fn ready_once_started_and_not_while_stopping() {
-        let started = Health {
-            last_poll: Some(AT),
-            last_reconcile: Some(AT),
-            watching: 0,
-        };
-        assert_eq!(
-            verdict("/readyz", started, limits(), AT, false).0,
-            StatusCode::OK
-        );
-        assert_eq!(
-            verdict("/readyz", started, limits(), AT, true).0,
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        let fresh = Health {
-            last_poll: None,
-            last_reconcile: None,
-            watching: 0,
-        };
-        let (status, body) = verdict("/readyz", fresh, limits(), AT, false);
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(body.contains("not reconciled yet"), "{body}");
-    }
-}
+mod tests;
