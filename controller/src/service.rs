@@ -77,7 +77,7 @@ pub async fn run(config: ControllerConfig) -> Result<(), ServiceError> {
             })?;
 
     let sdk = lifeguard_common::aws::sdk_config(&config.aws, None).await;
-    let fleet = Arc::new(AwsFleet::new(&sdk));
+    let fleet = Arc::new(AwsFleet::new(&sdk, &config.agentless.document));
     // Validation guarantees a queue URL; an empty one fails the first receive loudly.
     let url = config.queue.url.clone().unwrap_or_default();
     let queue = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), url.clone()));

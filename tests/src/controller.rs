@@ -53,6 +53,7 @@ pub async fn scene(size: i32, heartbeat_secs: i32, tags: &[(&str, &str)]) -> Sce
     .await;
     let dead = fleet::queue(clients, "lifeguard-dead").await;
     fleet::dead_letter_to(clients, &stage.queue, &dead, 2).await;
+    fleet::archive_document(clients).await;
     Scene { stage, dead }
 }
 

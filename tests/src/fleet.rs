@@ -335,3 +335,23 @@ pub async fn queue_depth(clients: &Clients, url: &str) -> (u64, u64) {
         get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
     )
 }
+
+/// Registers lifeguard's SSM document (`packaging/ssm/lifeguard-ArchiveLogs.json`), as a
+/// deployment does, so agentless archives meet the emulator's parameter checks.
+pub async fn archive_document(clients: &Clients) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../packaging/ssm/lifeguard-ArchiveLogs.json"
+    );
+    let content = std::fs::read_to_string(path).unwrap();
+    clients
+        .ssm
+        .create_document()
+        .name("lifeguard-ArchiveLogs")
+        .content(content)
+        .document_type(aws_sdk_ssm::types::DocumentType::Command)
+        .document_format(aws_sdk_ssm::types::DocumentFormat::Json)
+        .send()
+        .await
+        .unwrap();
+}

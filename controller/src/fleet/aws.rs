@@ -27,16 +27,19 @@ pub struct AwsFleet {
     ec2: aws_sdk_ec2::Client,
     ssm: aws_sdk_ssm::Client,
     lifecycle: AwsAutoScaling,
+    /// The SSM command document agentless archives run through.
+    archive_document: String,
 }
 
 impl AwsFleet {
-    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+    pub fn new(sdk: &aws_config::SdkConfig, archive_document: &str) -> Self {
         let autoscaling = aws_sdk_autoscaling::Client::new(sdk);
         AwsFleet {
             lifecycle: AwsAutoScaling::new(autoscaling.clone()),
             autoscaling,
             ec2: aws_sdk_ec2::Client::new(sdk),
             ssm: aws_sdk_ssm::Client::new(sdk),
+            archive_document: archive_document.to_string(),
         }
     }
 
@@ -139,25 +142,6 @@ where
             .map(str::to_string),
         message: DisplayErrorContext(error).to_string(),
     }
-}
-
-/// The shell lines SSM runs on the instance: tar the paths (unreadable files skipped, files that
-/// changed while read kept), copy the file to S3 with the AWS CLI, remove it, and exit with the
-/// failing step's status. Paths and key are checked plain by the configuration.
-fn archive_script(archive: &ArchiveCommand) -> Vec<String> {
-    vec![
-        "f=$(mktemp /tmp/lifeguard-archive.XXXXXX)".to_string(),
-        format!(
-            "tar czf \"$f\" --ignore-failed-read --warning=no-file-changed {} ; rc=$?",
-            archive.paths.join(" ")
-        ),
-        format!(
-            "if [ $rc -le 1 ]; then aws s3 cp --only-show-errors \"$f\" 's3://{}/{}'; rc=$?; fi",
-            archive.bucket, archive.key
-        ),
-        "rm -f \"$f\"".to_string(),
-        "exit $rc".to_string(),
-    ]
 }
 
 fn ids_subject(ids: &[String]) -> String {
@@ -301,15 +285,27 @@ impl Fleet for AwsFleet {
         instance_id: &str,
         archive: &ArchiveCommand,
     ) -> Result<String, FleetError> {
-        let timeout = archive.timeout.as_secs().max(30);
+        // Values travel as parameters of lifeguard's own document, never spliced into a script:
+        // the document hands them to the shell as environment variables, and SSM refuses any
+        // that does not match its allowedPattern. Checked here too, so a bad one is never sent.
+        archive.check().map_err(|message| FleetError {
+            operation: "SendCommand",
+            subject: instance_id.to_string(),
+            message,
+            transient: false,
+            code: None,
+        })?;
+        let timeout = archive.timeout.as_secs().clamp(30, 7200);
         let sent = self
             .ssm
             .send_command()
-            .document_name("AWS-RunShellScript")
+            .document_name(&self.archive_document)
             .instance_ids(instance_id)
             .comment("lifeguard agentless archive")
             .timeout_seconds(i32::try_from(timeout).unwrap_or(i32::MAX))
-            .parameters("commands", archive_script(archive))
+            .parameters("bucket", vec![archive.bucket.clone()])
+            .parameters("key", vec![archive.key.clone()])
+            .parameters("paths", vec![archive.paths.join(" ")])
             .parameters("executionTimeout", vec![timeout.to_string()])
             .send()
             .await
