@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use lifeguard_common::aws::{AwsSettings, s3_client, sdk_config};
+use lifeguard_common::aws::{AwsSettings, instance_sdk_config, s3_client};
 
 use crate::config::{AgentConfig, DEFAULT_PATH, LogFormat};
 use crate::drain::Deps;
@@ -153,9 +153,10 @@ async fn run(config: AgentConfig, config_path: PathBuf) -> ExitCode {
     // The SDK is loaded, and its clients built, when a drain or a launch first needs them.
     let sdk = {
         let aws = aws.clone();
+        let imds_url = config.imds.base_url.clone();
         Arc::new(OnFirstUse::new(move || {
-            let aws = aws.clone();
-            async move { sdk_config(&aws, None).await }
+            let (aws, imds_url) = (aws.clone(), imds_url.clone());
+            async move { instance_sdk_config(&aws, &imds_url).await }
         }))
     };
     let store = config.upload.as_ref().map(|_| {

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use lifeguard_common::aws::{s3_client, sdk_config};
+use lifeguard_common::aws::{instance_sdk_config, s3_client};
 use tokio::time::{Duration, Instant};
 
 use crate::cli::{EXIT_CONFIG, EXIT_IO, EXIT_SOFTWARE, EXIT_UNAVAILABLE};
@@ -52,7 +52,7 @@ pub fn upload_now(config: &AgentConfig) -> ExitCode {
                 }
             }
         }
-        let sdk = sdk_config(&aws, None).await;
+        let sdk = instance_sdk_config(&aws, &config.imds.base_url).await;
         let asg = match &config.instance.asg {
             Some(asg) => Some(asg.clone()),
             None => AwsAutoScaling::new(aws_sdk_autoscaling::Client::new(&sdk))

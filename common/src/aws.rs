@@ -8,6 +8,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -100,6 +101,31 @@ impl AwsSettings {
 /// (tests and the emulator use static ones); `None` uses the chain (environment, profile,
 /// container or instance role).
 pub async fn sdk_config(settings: &AwsSettings, credentials: Option<Credentials>) -> SdkConfig {
+    load(settings, credentials.map(SharedCredentialsProvider::new)).await
+}
+
+/// The SDK configuration of a program on an instance: the SDK's credential chain, with the
+/// instance role read from the IMDS at `imds_url` (the one the agent is configured with), so
+/// that what the agent sends to the queue is signed by its instance's own role, which is how the
+/// controller knows a report comes from the instance it speaks of.
+pub async fn instance_sdk_config(settings: &AwsSettings, imds_url: &str) -> SdkConfig {
+    let imds = match aws_config::imds::Client::builder().endpoint(imds_url) {
+        Ok(builder) => builder.build(),
+        Err(error) => {
+            tracing::warn!(imds_url, %error, "IMDS address not usable for credentials; the SDK's default applies");
+            return load(settings, None).await;
+        }
+    };
+    let mut chain = aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+        .imds_client(imds);
+    if let Some(region) = &settings.region {
+        chain = chain.region(Region::new(region.clone()));
+    }
+    let chain = chain.build().await;
+    load(settings, Some(SharedCredentialsProvider::new(chain))).await
+}
+
+async fn load(settings: &AwsSettings, credentials: Option<SharedCredentialsProvider>) -> SdkConfig {
     let retry = match settings.retry_mode {
         RetryMode::Standard => RetryConfig::standard(),
         RetryMode::Adaptive => RetryConfig::adaptive(),

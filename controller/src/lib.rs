@@ -10,6 +10,7 @@ pub mod http;
 pub mod marks;
 pub mod metrics;
 pub mod queue;
+pub mod senders;
 pub mod service;
 pub mod status;
 pub mod tracker;

@@ -47,6 +47,7 @@ pub struct Metrics {
     drain_seconds: Histogram,
     reconciles: Counter,
     polls_failed: Counter,
+    refused: Family<FailedLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -70,6 +71,7 @@ impl Metrics {
         let drain_seconds = Histogram::new(exponential_buckets(1.0, 2.0, 16));
         let reconciles = Counter::default();
         let polls_failed = Counter::default();
+        let refused = Family::<FailedLabels, Counter>::default();
         registry.register(
             "messages_received",
             "Queue messages received, by kind",
@@ -125,6 +127,11 @@ impl Metrics {
             "Receive calls on the queue that failed",
             polls_failed.clone(),
         );
+        registry.register(
+            "messages_refused",
+            "Queue messages refused because their sender may not say what they say, by kind and reason",
+            refused.clone(),
+        );
         Metrics {
             registry,
             received,
@@ -138,7 +145,17 @@ impl Metrics {
             drain_seconds,
             reconciles,
             polls_failed,
+            refused,
         }
+    }
+
+    pub fn refused(&self, kind: &str, reason: &str) {
+        self.refused
+            .get_or_create(&FailedLabels {
+                kind: kind.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     pub fn observe_queue(&self, what: Observation, kind: &str) {

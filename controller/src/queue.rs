@@ -21,6 +21,11 @@ pub struct Received {
     pub body: String,
     /// `ApproximateReceiveCount`: 1 on the first delivery.
     pub receive_count: u32,
+    /// `SenderId`, as SQS vouches for it: `<role id>:<session>` for a role session (an instance
+    /// profile's session is the instance id), an IAM user's id, or a service's.
+    pub sender_id: Option<String>,
+    /// `SentTimestamp`: when SQS took the message in, by SQS's clock.
+    pub sent_at: Option<time::OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

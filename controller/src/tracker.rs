@@ -265,6 +265,15 @@ impl<F: Fleet> Tracker<F> {
             .is_some_and(|e| e.watch.transition == transition)
     }
 
+    /// The group of the watched action of `transition` on the instance, if one is watched.
+    fn watched_group(&self, instance_id: &str, transition: Transition) -> Option<String> {
+        self.state()
+            .watches
+            .get(instance_id)
+            .filter(|e| e.watch.transition == transition)
+            .map(|e| e.watch.asg.clone())
+    }
+
     fn began_at(&self, instance_id: &str) -> Option<OffsetDateTime> {
         self.state()
             .watches
@@ -368,9 +377,11 @@ impl<F: Fleet> Tracker<F> {
             Ok(found) => found,
             Err(error) => return retry(&error),
         };
+        // The event's group must be the instance's: a forged event cannot point an instance at
+        // another group's hook or policy.
         if !state
             .as_ref()
-            .is_some_and(|s| s.waits_for(action.transition))
+            .is_some_and(|s| s.waits_for(action.transition) && s.asg == action.asg)
         {
             tracing::info!(instance_id = id, asg = %action.asg, state = ?state.map(|s| s.lifecycle_state),
                 "lifecycle action no longer waiting; nothing to do");
@@ -410,10 +421,13 @@ impl<F: Fleet> Tracker<F> {
         seen_at: Option<OffsetDateTime>,
         found: &Marks,
     ) -> Result<OffsetDateTime, FleetError> {
+        // A mark from before the longest an action can last belongs to no action of now, however
+        // it came to be written.
         if let Some(mark) = &found.action
             && mark.transition == transition
             && found.outcome.as_ref().is_none_or(|o| o.at < mark.began_at)
             && seen_at.is_none_or(|seen| seen >= mark.began_at)
+            && now() - mark.began_at <= std_to_time(crate::watch::MAX_GLOBAL_TIMEOUT)
         {
             return Ok(mark.began_at);
         }
@@ -431,15 +445,32 @@ impl<F: Fleet> Tracker<F> {
         Ok(began_at)
     }
 
-    async fn on_report(&self, report: &AgentReport) -> Handled {
+    /// An agent's report, from the instance it speaks of (the router checked its sender).
+    async fn on_report(&self, report: &AgentReport, sent_at: Option<OffsetDateTime>) -> Handled {
         let id = report.instance_id.as_str();
-        let at = now();
+        // SQS's clock orders reports, never the sender's counter.
+        let at = sent_at.map_or_else(now, |sent| sent.min(now()));
         let heard = Heard::from_report(report, at);
-        let transition = if report.phase.is_launch() {
-            Transition::Launching
-        } else {
-            Transition::Terminating
+        let transition = report_transition(report.phase);
+        // The group and the action are Auto Scaling's word, never the report's: a watched action
+        // was confirmed when it was first seen; otherwise ask.
+        let watched_in = self.watched_group(id, transition);
+        let confirmed_in = match watched_in {
+            Some(asg) => Some(asg),
+            None => match self.fleet.states(&[id.to_string()]).await {
+                Ok(mut states) => states
+                    .remove(id)
+                    .filter(|state| in_transition(state, transition))
+                    .map(|state| state.asg),
+                Err(error) => return retry(&error),
+            },
         };
+        if let (Some(claimed), Some(asg)) = (&report.asg, &confirmed_in)
+            && claimed != asg
+        {
+            tracing::warn!(instance_id = id, claimed = %claimed, asg = %asg,
+                "report names another group than Auto Scaling does; Auto Scaling's is used");
+        }
         let found = match self.fleet.marks(&[id.to_string()]).await {
             Ok(mut found) => found.remove(id).unwrap_or_default(),
             Err(error) => return retry(&error),
@@ -452,12 +483,28 @@ impl<F: Fleet> Tracker<F> {
             .map(|a| a.began_at);
         let newer = match (&found.agent, action_began) {
             (Some(known), Some(began)) if known.at >= began => {
-                known.seq < report.seq || report.phase.is_final() && !known.phase.is_final()
+                (known.at, known.seq) < (at, report.seq)
+                    || report.phase.is_final() && !known.phase.is_final()
             }
             _ => true,
         };
         if newer {
             tags.push(marks::agent_tag(&AgentMark::of(&heard)));
+        }
+        if confirmed_in.is_none() {
+            // No action Auto Scaling shows (a spot or rebalance drain, or a report about an
+            // instance in service): the agent's own mark only, nothing a later action could
+            // take for its start or its end.
+            if newer && let Err(error) = self.fleet.set_marks(id, &tags).await {
+                return retry(&error);
+            }
+            tracing::info!(
+                instance_id = id,
+                phase = report.phase.name(),
+                seq = report.seq,
+                "agent report of no lifecycle action Auto Scaling shows"
+            );
+            return Handled::Done;
         }
         if action_began.is_none() {
             // A report before the event: this is when the action is first known.
@@ -524,7 +571,7 @@ impl<F: Fleet> Tracker<F> {
         // that did not go through is carried through or falls back.
         if !known
             && unrecorded
-            && let Some(asg) = &report.asg
+            && let Some(asg) = &confirmed_in
         {
             // A report before the event (or after a restart): watch it from now.
             match self.managed_group(asg).await {
@@ -579,8 +626,19 @@ fn newer_agent(a: AgentState, b: AgentState) -> AgentState {
     match (a, b) {
         (AgentState::Finished { .. }, _) => a,
         (_, AgentState::Finished { .. }) => b,
-        (AgentState::Reporting { seq: x, .. }, AgentState::Reporting { seq: y, .. }) => {
-            if x >= y {
+        (
+            AgentState::Reporting {
+                last_at: at_x,
+                seq: x,
+                ..
+            },
+            AgentState::Reporting {
+                last_at: at_y,
+                seq: y,
+                ..
+            },
+        ) => {
+            if (at_x, x) >= (at_y, y) {
                 a
             } else {
                 b
@@ -602,7 +660,11 @@ pub(crate) fn merge_marks(watch: &mut Watch, found: &Marks) {
         let heard = agent.heard();
         let newer = match watch.agent {
             AgentState::Silent => true,
-            AgentState::Reporting { seq: known, .. } => heard.seq > known || heard.phase.is_final(),
+            AgentState::Reporting {
+                last_at,
+                seq: known,
+                ..
+            } => (heard.at, heard.seq) > (last_at, known) || heard.phase.is_final(),
             AgentState::Finished { .. } => false,
         };
         if newer {
@@ -622,6 +684,15 @@ pub(crate) fn merge_marks(watch: &mut Watch, found: &Marks) {
     }
 }
 
+/// Whether Auto Scaling shows the instance in `transition` (held by a hook or not).
+fn in_transition(state: &crate::fleet::InstanceState, transition: Transition) -> bool {
+    let prefix = match transition {
+        Transition::Launching => "Pending",
+        Transition::Terminating => "Terminating",
+    };
+    state.lifecycle_state.starts_with(prefix)
+}
+
 fn report_transition(phase: ReportPhase) -> Transition {
     if phase.is_launch() {
         Transition::Launching
@@ -638,10 +709,21 @@ fn retry(error: &FleetError) -> Handled {
 }
 
 impl<F: Fleet> Handler for Tracker<F> {
-    async fn handle(&self, parsed: &Parsed, _received: &Received) -> Handled {
+    async fn handle(&self, parsed: &Parsed, received: &Received) -> Handled {
+        if let Err(refusal) = crate::senders::admit(
+            &self.config.reports,
+            &parsed.message,
+            received.sender_id.as_deref(),
+        ) {
+            tracing::warn!(kind = parsed.message.kind(), sender_id = ?received.sender_id,
+                message_id = %received.message_id, %refusal,
+                "message refused: its sender may not say this; deleted");
+            self.metrics.refused(parsed.message.kind(), refusal.reason);
+            return Handled::Done;
+        }
         match &parsed.message {
             Message::LifecycleAction(action) => self.on_lifecycle_action(action).await,
-            Message::AgentReport(report) => self.on_report(report).await,
+            Message::AgentReport(report) => self.on_report(report, received.sent_at).await,
             Message::Command(command)
                 if command.name == lifeguard_common::message::CommandName::Reconcile =>
             {

@@ -81,7 +81,7 @@ pub enum AgentState {
 pub struct Heard {
     pub phase: ReportPhase,
     pub seq: u64,
-    /// When the report was received.
+    /// When the report was sent, by SQS's clock (when received, where SQS does not say).
     pub at: OffsetDateTime,
     /// The agent's promised report interval; `None` from agents that promise none.
     pub promise: Option<Duration>,
@@ -187,11 +187,16 @@ impl Watch {
         later(last, self.heartbeat_timeout).min(self.global_deadline())
     }
 
-    /// Takes in an agent report (reports may arrive twice or out of order: an older sequence
-    /// number changes nothing).
+    /// Takes in an agent report (reports may arrive twice or out of order: one sent earlier, by
+    /// SQS's clock, changes nothing; the agent's own counter only orders reports sent within
+    /// the same instant, so no number it sends can make later reports look stale).
     pub fn on_report(&mut self, heard: &Heard) {
-        if let AgentState::Reporting { seq: known, .. } = self.agent
-            && heard.seq < known
+        if let AgentState::Reporting {
+            last_at,
+            seq: known,
+            ..
+        } = self.agent
+            && (heard.at, heard.seq) < (last_at, known)
         {
             return;
         }

@@ -154,12 +154,25 @@ impl ServiceProcess {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(workspace_binary(program))
+        let mut command = Command::new(workspace_binary(program));
+        if program == "lifeguard-agent" {
+            // As on an instance: the role's credentials from the instance's IMDS, so what the
+            // agent sends to the queue carries its instance's SenderId.
+            command
+                .env_remove("AWS_ACCESS_KEY_ID")
+                .env_remove("AWS_SECRET_ACCESS_KEY")
+                .env_remove("AWS_SESSION_TOKEN")
+                .env("AWS_CONFIG_FILE", "/nonexistent/lifeguard-e2e")
+                .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/lifeguard-e2e");
+        } else {
+            command
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing");
+        }
+        let child = command
             .arg("--config")
             .arg(config)
             .arg("run")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env_remove("AWS_PROFILE")
             .env_remove("RUST_LOG")
             .envs(env.iter().map(|(k, v)| (k, v)))

@@ -155,6 +155,21 @@ level = "info,lifeguard_controller=debug"
             .unwrap();
     }
 
+    /// Sends `body` to the queue signed with `instance_id`'s role, as that instance's agent (or
+    /// anything else running on it) would.
+    pub async fn send_as(&self, instance_id: &str, body: &str) {
+        self.stage
+            .emulator
+            .sqs_as(instance_id)
+            .await
+            .send_message()
+            .queue_url(&self.stage.queue.url)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+
     /// The active lifecycle actions the emulator holds.
     pub async fn active_actions(&self) -> Vec<Value> {
         self.stage.emulator.control_get("lifecycle-actions").await["lifecycle_actions"]

@@ -84,6 +84,44 @@ impl Emulator {
         format!("{}/_imds/{instance_id}", self.endpoint())
     }
 
+    /// The role credentials the instance's IMDS hands out, fetched as the SDK on the instance
+    /// does (token, role name, credentials): what signs everything that instance sends.
+    pub async fn instance_credentials(&self, instance_id: &str) -> Credentials {
+        let base = format!("{}/latest", self.imds_url(instance_id));
+        let http = reqwest::Client::new();
+        let token = http
+            .put(format!("{base}/api/token"))
+            .header("X-aws-ec2-metadata-token-ttl-seconds", "21600")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let get = |path: String| {
+            let request = http
+                .get(format!("{base}/meta-data/iam/security-credentials/{path}"))
+                .header("X-aws-ec2-metadata-token", &token);
+            async move { request.send().await.unwrap().text().await.unwrap() }
+        };
+        let role = get(String::new()).await;
+        let body: Value = serde_json::from_str(&get(role.trim().to_string()).await).unwrap();
+        let field = |name: &str| body[name].as_str().unwrap().to_string();
+        Credentials::new(
+            field("AccessKeyId"),
+            field("SecretAccessKey"),
+            Some(field("Token")),
+            None,
+            "instance-role",
+        )
+    }
+
+    /// An SQS client signing with the instance's role, as its agent does.
+    pub async fn sqs_as(&self, instance_id: &str) -> aws_sdk_sqs::Client {
+        let credentials = self.instance_credentials(instance_id).await;
+        aws_sdk_sqs::Client::new(&sdk_config(&self.settings(), Some(credentials)).await)
+    }
+
     /// The emulator's own log, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("emulator.log")).unwrap_or_default()

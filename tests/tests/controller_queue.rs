@@ -189,21 +189,26 @@ async fn duplicate_and_reordered_deliveries_make_one_action() {
 
     stage.terminate(&victim).await;
     let event = terminate_event(&scene, &victim, GROUP).await;
-    // The event three more times, and an agent's reports out of order.
-    for body in [
-        event.clone(),
-        report(&victim, ReportPhase::DrainHeartbeat, 2),
-        event.clone(),
-        report(&victim, ReportPhase::DrainStarted, 1),
-        event.clone(),
+    // The event three more times (from EventBridge), and the agent's reports (from the
+    // instance), its second one before its first.
+    for (from_instance, body) in [
+        (false, event.clone()),
+        (true, report(&victim, ReportPhase::DrainHeartbeat, 2)),
+        (false, event.clone()),
+        (true, report(&victim, ReportPhase::DrainStarted, 1)),
+        (false, event.clone()),
     ] {
-        scene.send(&body).await;
+        if from_instance {
+            scene.send_as(&victim, &body).await;
+        } else {
+            scene.send(&body).await;
+        }
     }
     stage.wait_terminated(&victim, WAIT).await;
     // After the end: the event once more, and a stale report.
     scene.send(&event).await;
     scene
-        .send(&report(&victim, ReportPhase::DrainStarted, 1))
+        .send_as(&victim, &report(&victim, ReportPhase::DrainStarted, 1))
         .await;
     wait_queue_empty(&scene).await;
     tokio::time::sleep(Duration::from_secs(3)).await;

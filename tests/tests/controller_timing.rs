@@ -61,14 +61,15 @@ async fn a_step_longer_than_the_silence_limit_under_a_one_hour_hook_is_never_tak
 async fn a_denied_completion_is_reported_as_failed_and_the_controller_completes_it() {
     let scene = scene(1, 3600, &[]).await;
     let stage = &scene.stage;
-    // The agent signs with credentials of its own, whose role lacks
+    let victim = stage.instances[0].clone();
+    // The agent signs with its instance role's credentials, and that role lacks
     // autoscaling:CompleteLifecycleAction; the controller's has it.
     stage
         .emulator
         .control_post(
             "faults",
             json!({"service": "autoscaling", "action": "CompleteLifecycleAction",
-                   "mode": "access_denied", "access_key": "AKIDAGENTROLE", "secs": 600}),
+                   "mode": "access_denied", "instance_id": victim, "secs": 600}),
         )
         .await;
     let controller = scene.start_controller(
@@ -76,13 +77,8 @@ async fn a_denied_completion_is_reported_as_failed_and_the_controller_completes_
         "agent_grace_secs = 30\nreport_silence_secs = 60\nfallback_result = \"ABANDON\"",
     );
     controller.wait_ready().await;
-    let victim = stage.instances[0].clone();
     let agent = stage
-        .start_agent(
-            &victim,
-            &stage.archive_config(),
-            &[("AWS_ACCESS_KEY_ID", "AKIDAGENTROLE")],
-        )
+        .start_agent(&victim, &stage.archive_config(), &[])
         .await;
 
     stage.terminate(&victim).await;

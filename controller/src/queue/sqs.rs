@@ -46,6 +46,8 @@ impl EventQueue for SqsQueue {
             .wait_time_seconds(secs(wait).min(20))
             .visibility_timeout(secs(visibility))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SenderId)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
             .await
             .map_err(|e| self.error("ReceiveMessage", DisplayErrorContext(&e)))?;
@@ -53,15 +55,25 @@ impl EventQueue for SqsQueue {
             .messages()
             .iter()
             .filter_map(|message| {
+                let attribute = |name: MessageSystemAttributeName| {
+                    message.attributes().and_then(|a| a.get(&name)).cloned()
+                };
                 Some(Received {
                     message_id: message.message_id()?.to_string(),
                     receipt_handle: message.receipt_handle()?.to_string(),
                     body: message.body().unwrap_or_default().to_string(),
-                    receive_count: message
-                        .attributes()
-                        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    receive_count: attribute(MessageSystemAttributeName::ApproximateReceiveCount)
                         .and_then(|n| n.parse().ok())
                         .unwrap_or(1),
+                    sender_id: attribute(MessageSystemAttributeName::SenderId),
+                    sent_at: attribute(MessageSystemAttributeName::SentTimestamp)
+                        .and_then(|ms| ms.parse::<i64>().ok())
+                        .and_then(|ms| {
+                            time::OffsetDateTime::from_unix_timestamp_nanos(
+                                i128::from(ms) * 1_000_000,
+                            )
+                            .ok()
+                        }),
                 })
             })
             .collect())

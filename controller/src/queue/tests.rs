@@ -35,6 +35,8 @@ impl FakeQueue {
                 receipt_handle: format!("r{i}"),
                 body: (*body).to_string(),
                 receive_count: 1,
+                sender_id: None,
+                sent_at: None,
             })
             .collect();
         Arc::new(queue)

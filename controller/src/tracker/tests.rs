@@ -257,12 +257,23 @@ fn report(id: &str, phase: ReportPhase, seq: u64) -> Parsed {
     }
 }
 
+/// A message as SQS delivers what EventBridge sent.
 fn received() -> Received {
     Received {
         message_id: "m".into(),
         receipt_handle: "r".into(),
         body: String::new(),
         receive_count: 1,
+        sender_id: Some("AIDAEVENTBRIDGE".into()),
+        sent_at: Some(now()),
+    }
+}
+
+/// A message as SQS delivers what an instance sent with its role.
+fn sent_by(instance_id: &str) -> Received {
+    Received {
+        sender_id: Some(format!("AROAAGENTROLE:{instance_id}")),
+        ..received()
     }
 }
 
@@ -298,14 +309,20 @@ async fn a_report_taken_by_one_replica_holds_back_the_others_fallback() {
     let a = replica(&fleet, "a", defaults);
     let b = replica(&fleet, "b", defaults);
     // Replica a takes the agent's report; replica b only ever sees AWS.
-    a.handle(&report("i-1", ReportPhase::DrainStarted, 1), &received())
-        .await;
+    a.handle(
+        &report("i-1", ReportPhase::DrainStarted, 1),
+        &sent_by("i-1"),
+    )
+    .await;
     b.reconcile().await.unwrap();
     b.round().await;
     assert!(fleet.calls("complete").is_empty(), "{:?}", fleet.calls(""));
     // The agent finishes; neither replica acts.
-    a.handle(&report("i-1", ReportPhase::DrainFinished, 2), &received())
-        .await;
+    a.handle(
+        &report("i-1", ReportPhase::DrainFinished, 2),
+        &sent_by("i-1"),
+    )
+    .await;
     b.round().await;
     a.round().await;
     assert!(fleet.calls("complete").is_empty());
@@ -437,7 +454,7 @@ async fn a_launch_reported_ready_whose_completion_failed_is_completed_with_conti
         report.completion = Some(CompletionReport::Failed);
         report.error = Some("CompleteLifecycleAction i-1: AccessDenied".into());
     }
-    tracker.handle(&ready, &received()).await;
+    tracker.handle(&ready, &sent_by("i-1")).await;
     tracker.round().await;
     assert_eq!(fleet.calls("complete"), ["complete i-1 CONTINUE"]);
     assert_eq!(tracker.health().watching, 0);

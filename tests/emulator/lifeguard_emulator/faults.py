@@ -12,7 +12,9 @@ and/or for the next ``count`` requests, so clients must retry:
   for JSON protocols): a permanent failure, as when a role lacks the permission.
 
 ``access_key`` limits a fault to requests signed with that access key id, so a test can deny
-one program (an agent with its own credentials) what another (the controller) may do.
+one program (an agent with its own credentials) what another (the controller) may do;
+``instance_id`` limits it to requests signed with the credentials that instance's IMDS handed
+out (its role's session), which is how an agent on the instance signs.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Fault:
             raise ValueError(f"mode must be one of {MODES}")
         self.action = spec.get("action")
         self.access_key = spec.get("access_key")
+        self.instance_id = spec.get("instance_id")
         secs = spec.get("secs")
         count = spec.get("count")
         if secs is None and count is None:
@@ -62,6 +65,7 @@ class Fault:
             "service": self.service,
             "action": self.action,
             "access_key": self.access_key,
+            "instance_id": self.instance_id,
             "mode": self.mode,
             "secs_left": None if self.until is None else round(max(0.0, self.until - now), 3),
             "count_left": self.remaining,
@@ -101,7 +105,9 @@ class Faults:
             self._faults = [f for f in self._faults if f.live(now)]
             return [f.to_dict() for f in self._faults]
 
-    def match(self, service: str, action: str | None, access_key: str | None = None) -> Fault | None:
+    def match(
+        self, service: str, action: str | None, access_key: str | None = None, sender: str | None = None
+    ) -> Fault | None:
         if not self._faults:
             return None
         now = time.monotonic()
@@ -112,6 +118,8 @@ class Faults:
                 if fault.action and fault.action != action:
                     continue
                 if fault.access_key and fault.access_key != access_key:
+                    continue
+                if fault.instance_id and not (sender or "").endswith(":" + fault.instance_id):
                     continue
                 if fault.remaining is not None:
                     fault.remaining -= 1

@@ -94,7 +94,7 @@ class App:
             # SenderId of the messages: <role id>:<instance id> for IMDS credentials.
             sender = identity.sender_id(self.emu, key)
             call["sender_id"] = sender or identity.default_sender_id()
-        fault = self.emu.faults.match(info.service, info.action, key)
+        fault = self.emu.faults.match(info.service, info.action, key, identity.sender_id(self.emu, key))
         if fault is not None:
             if fault.mode == "drop":
                 self.emu.recorder.finish(call, 0, "ConnectionDropped")

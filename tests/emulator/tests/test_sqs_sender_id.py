@@ -223,3 +223,16 @@ def test_rotated_and_reset_credentials(emu, sqs, instance_id):
     sqs_with(emu, first).send_message(QueueUrl=url, MessageBody="after-reset")
     (msg,) = sqs.receive_message(QueueUrl=url, AttributeNames=["SenderId"])["Messages"]
     assert msg["Attributes"]["SenderId"] == MOTO_SENDER_ID
+
+
+def test_a_fault_can_target_one_instances_role_credentials(emu, sqs, instance_id):
+    url = sqs.create_queue(QueueName="fault-by-instance")["QueueUrl"]
+    emu.ok("POST", "faults", {"service": "sqs", "mode": "access_denied", "action": "SendMessage",
+                              "instance_id": instance_id, "secs": 60})
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError) as err:
+        sqs_with(emu, instance_creds(emu, instance_id)).send_message(QueueUrl=url, MessageBody="x")
+    assert err.value.response["Error"]["Code"] == "AccessDeniedException"
+    # Other credentials (the controller's) are not affected.
+    sqs.send_message(QueueUrl=url, MessageBody="from the controller")
