@@ -108,7 +108,7 @@ pub fn run(cli: Cli) -> ExitCode {
             match runtime.block_on(crate::service::run(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
-                    tracing::error!(%error, "lifeguard-controller could not start");
+                    tracing::error!(%error, "lifeguard-controller stopped on an error");
                     fail(EXIT_SOFTWARE, format_args!("{error}"))
                 }
             }
@@ -145,7 +145,7 @@ fn run_status(config_path: &std::path::Path, args: &StatusArgs) -> ExitCode {
         Err(code) => return code,
     };
     let found = runtime.block_on(async {
-        let sdk = lifeguard_common::aws::sdk_config(&config.aws, None).await;
+        let sdk = lifeguard_common::aws::sdk_config(&config.aws_settings(), None).await;
         let fleet = crate::fleet::AwsFleet::new(&sdk, &config.agentless.document);
         fleet.marked_instances(args.group.as_deref()).await
     });

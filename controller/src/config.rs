@@ -82,6 +82,9 @@ pub struct AgentlessConfig {
 
 pub const DEFAULT_ARCHIVE_DOCUMENT: &str = "lifeguard-ArchiveLogs";
 
+/// The controller's default `aws.attempt_timeout_secs`.
+pub const DEFAULT_ATTEMPT_TIMEOUT_SECS: u64 = 30;
+
 fn default_archive_document() -> String {
     DEFAULT_ARCHIVE_DOCUMENT.to_string()
 }
@@ -307,6 +310,16 @@ impl ControllerConfig {
         Ok(config)
     }
 
+    /// The `[aws]` settings, with a bound on every attempt unless one is configured: one call
+    /// that stalls must not stall a supervisor round (long polls last 20 s at most).
+    pub fn aws_settings(&self) -> AwsSettings {
+        let mut settings = self.aws.clone();
+        settings
+            .attempt_timeout_secs
+            .get_or_insert(DEFAULT_ATTEMPT_TIMEOUT_SECS);
+        settings
+    }
+
     pub fn apply_env(&mut self, env: &HashMap<String, String>) {
         let get = |name: &str| env.get(name).filter(|v| !v.trim().is_empty()).cloned();
         if let Some(url) = get(ENV_QUEUE_URL) {
@@ -344,6 +357,17 @@ impl ControllerConfig {
             return Err(invalid(
                 "queue.wait_time_secs",
                 "SQS long polls last 20 s at most".into(),
+            ));
+        }
+        if let Some(attempt) = self.aws.attempt_timeout_secs
+            && attempt <= u64::from(self.queue.wait_time_secs)
+        {
+            return Err(invalid(
+                "aws.attempt_timeout_secs",
+                format!(
+                    "{attempt} s would cut off the queue's long polls of {} s",
+                    self.queue.wait_time_secs
+                ),
             ));
         }
         if !(10..=43_200).contains(&self.queue.visibility_timeout_secs) {

@@ -45,6 +45,9 @@ pub fn verdict(
         t.is_some_and(|t| at - t <= time::Duration::try_from(limit).unwrap_or(time::Duration::MAX))
     };
     let mut problems = Vec::new();
+    if health.failed_task.is_some() {
+        problems.push("a task of the service ended; it is stopping");
+    }
     match path {
         "/readyz" => {
             if stopping {
@@ -72,6 +75,7 @@ pub fn verdict(
         "last_poll_age_secs": age(health.last_poll),
         "last_reconcile_age_secs": age(health.last_reconcile),
         "watching": health.watching,
+        "failed_task": health.failed_task,
     });
     let status = if problems.is_empty() {
         StatusCode::OK

@@ -1,7 +1,13 @@
 //! `lifeguard-controller run`: the queue consumer, the supervisor, the reconcile loop and the
 //! health port, under one shutdown token. SIGTERM stops receiving, lets the messages in hand
-//! finish (each is deleted or left to come back), and exits 0.
+//! finish (each is deleted or left to come back), and exits 0. A task that ends on its own (a
+//! panic, a loop that returned) turns the health probes red and stops the whole service with an
+//! error, for the container runtime to restart it: a controller that polls but no longer
+//! supervises must never look healthy.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,10 +31,57 @@ pub enum ServiceError {
         listen: String,
         source: std::io::Error,
     },
+    #[error("the {task} task {how} while the service should have run")]
+    TaskEnded { task: &'static str, how: String },
 }
 
-/// This replica's name in the marks it writes: `LIFEGUARD_REPLICA_ID`, else host and pid.
+/// One of the service's tasks, named for the log and the health probes.
+pub type Task = (&'static str, Pin<Box<dyn Future<Output = ()> + Send>>);
+
+/// Runs `tasks` until `shutdown`. The first to end before `shutdown` is a failure: `failed` is
+/// told (health turns red), `shutdown` is cancelled so the others stop, and the error names it.
+pub async fn run_tasks(
+    tasks: Vec<Task>,
+    shutdown: &CancellationToken,
+    failed: impl Fn(&'static str),
+) -> Result<(), ServiceError> {
+    let mut set = tokio::task::JoinSet::new();
+    let mut names = HashMap::new();
+    for (name, task) in tasks {
+        names.insert(set.spawn(task).id(), name);
+    }
+    let mut failure = None;
+    while let Some(joined) = set.join_next_with_id().await {
+        let (id, how) = match joined {
+            Ok((id, ())) => (id, "returned".to_string()),
+            Err(error) => (
+                error.id(),
+                if error.is_panic() {
+                    "panicked".to_string()
+                } else {
+                    "was cancelled".to_string()
+                },
+            ),
+        };
+        let task = names.get(&id).copied().unwrap_or("unnamed");
+        if failure.is_none() && !shutdown.is_cancelled() {
+            tracing::error!(
+                task,
+                how,
+                "a task of the service ended while it should have run: stopping, to be restarted"
+            );
+            failed(task);
+            failure = Some(ServiceError::TaskEnded { task, how });
+            shutdown.cancel();
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// This replica's name in the marks it writes: `LIFEGUARD_REPLICA_ID`, else host, pid and a
+/// random suffix (containers on host networking share host names and often pids).
 pub fn replica_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
     let chosen = std::env::var("LIFEGUARD_REPLICA_ID")
         .ok()
         .filter(|v| !v.trim().is_empty())
@@ -37,7 +90,16 @@ pub fn replica_id() -> String {
                 .ok()
                 .or_else(|| std::env::var("HOSTNAME").ok())
                 .unwrap_or_else(|| "controller".into());
-            format!("{}-{}", host.trim(), std::process::id())
+            // std's hasher keys are random per process: 32 random bits without a dependency.
+            let random = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
+            format!(
+                "{}-{}-{:08x}",
+                host.trim(),
+                std::process::id(),
+                random as u32
+            )
         });
     // Marks are space-separated words.
     chosen
@@ -76,7 +138,7 @@ pub async fn run(config: ControllerConfig) -> Result<(), ServiceError> {
                 source,
             })?;
 
-    let sdk = lifeguard_common::aws::sdk_config(&config.aws, None).await;
+    let sdk = lifeguard_common::aws::sdk_config(&config.aws_settings(), None).await;
     let fleet = Arc::new(AwsFleet::new(&sdk, &config.agentless.document));
     // Validation guarantees a queue URL; an empty one fails the first receive loudly.
     let url = config.queue.url.clone().unwrap_or_default();
@@ -96,32 +158,47 @@ pub async fn run(config: ControllerConfig) -> Result<(), ServiceError> {
         poll: Duration::from_secs(u64::from(config.queue.wait_time_secs) + 60),
         reconcile: interval * 3 + Duration::from_secs(30),
     };
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(http::serve(
-        listener,
-        tracker.clone(),
-        limits,
-        shutdown.clone(),
-    ));
-    tasks.spawn(tracker.clone().supervise(shutdown.clone()));
-    tasks.spawn(reconcile_loop(tracker.clone(), interval, shutdown.clone()));
-
     let settings = ConsumerSettings {
         workers: config.queue.workers,
         wait: Duration::from_secs(u64::from(config.queue.wait_time_secs)),
         visibility: Duration::from_secs(u64::from(config.queue.visibility_timeout_secs)),
     };
-    let counters = consume(queue, tracker, settings, shutdown.clone()).await;
-    shutdown.cancel();
-    while tasks.join_next().await.is_some() {}
-    tracing::info!(
-        received = counters.received,
-        deleted = counters.deleted,
-        retried = counters.retried,
-        malformed = counters.malformed,
-        "lifeguard-controller stopped"
-    );
-    Ok(())
+    let consumer = {
+        let (tracker, shutdown) = (tracker.clone(), shutdown.clone());
+        async move {
+            let counters = consume(queue, tracker, settings, shutdown).await;
+            tracing::info!(
+                received = counters.received,
+                deleted = counters.deleted,
+                retried = counters.retried,
+                malformed = counters.malformed,
+                "queue consumer stopped"
+            );
+        }
+    };
+    let tasks: Vec<Task> = vec![
+        (
+            "http",
+            Box::pin(http::serve(
+                listener,
+                tracker.clone(),
+                limits,
+                shutdown.clone(),
+            )),
+        ),
+        (
+            "supervisor",
+            Box::pin(tracker.clone().supervise(shutdown.clone())),
+        ),
+        (
+            "reconcile",
+            Box::pin(reconcile_loop(tracker.clone(), interval, shutdown.clone())),
+        ),
+        ("queue consumer", Box::pin(consumer)),
+    ];
+    let ended = run_tasks(tasks, &shutdown, |task| tracker.task_failed(task)).await;
+    tracing::info!("lifeguard-controller stopped");
+    ended
 }
 
 async fn reconcile_loop(
@@ -144,5 +221,74 @@ async fn reconcile_loop(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(pause) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    fn until_shutdown(shutdown: &CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let shutdown = shutdown.clone();
+        Box::pin(async move { shutdown.cancelled().await })
+    }
+
+    #[test]
+    fn replicas_on_one_host_get_distinct_ids() {
+        let (a, b) = (replica_id(), replica_id());
+        if std::env::var("LIFEGUARD_REPLICA_ID").is_err() {
+            assert_ne!(a, b);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_that_panics_stops_the_service_with_its_name() {
+        let shutdown = CancellationToken::new();
+        let told = Mutex::new(Vec::new());
+        let tasks: Vec<Task> = vec![
+            ("queue consumer", until_shutdown(&shutdown)),
+            ("http", until_shutdown(&shutdown)),
+            (
+                "supervisor",
+                Box::pin(async {
+                    tokio::task::yield_now().await;
+                    panic!("a duration overflowed");
+                }),
+            ),
+        ];
+        let ended = tokio::time::timeout(
+            Duration::from_secs(20),
+            run_tasks(tasks, &shutdown, |task| told.lock().unwrap().push(task)),
+        )
+        .await
+        .expect("the other tasks stopped");
+        let error = ended.unwrap_err();
+        assert!(
+            matches!(&error, ServiceError::TaskEnded { task: "supervisor", how } if how == "panicked"),
+            "{error}"
+        );
+        assert!(shutdown.is_cancelled());
+        assert_eq!(*told.lock().unwrap(), ["supervisor"]);
+    }
+
+    #[tokio::test]
+    async fn a_loop_that_returns_is_a_failure_too_but_a_shutdown_is_not() {
+        let shutdown = CancellationToken::new();
+        let tasks: Vec<Task> = vec![
+            ("reconcile", Box::pin(async {})),
+            ("http", until_shutdown(&shutdown)),
+        ];
+        let error = run_tasks(tasks, &shutdown, |_| {}).await.unwrap_err();
+        assert!(
+            error.to_string().contains("reconcile task returned"),
+            "{error}"
+        );
+
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        let tasks: Vec<Task> = vec![("http", until_shutdown(&shutdown))];
+        assert!(run_tasks(tasks, &shutdown, |_| {}).await.is_ok());
     }
 }

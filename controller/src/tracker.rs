@@ -30,6 +30,8 @@ mod reconcile;
 /// How long what is known of a group (managed or not, its policy, its hooks) is trusted
 /// between reconciles, for events of groups the last reconcile did not see.
 const GROUP_CACHE: Duration = Duration::from_secs(60);
+/// Groups remembered at most; far more than any account's managed groups.
+const MAX_CACHED_GROUPS: usize = 4096;
 
 /// A group the controller manages.
 #[derive(Debug, Clone)]
@@ -59,6 +61,7 @@ struct State {
     groups: HashMap<String, CachedGroup>,
     last_reconcile: Option<OffsetDateTime>,
     last_poll: Option<OffsetDateTime>,
+    failed_task: Option<&'static str>,
 }
 
 pub struct Tracker<F> {
@@ -78,6 +81,8 @@ pub struct Health {
     pub last_reconcile: Option<OffsetDateTime>,
     pub last_poll: Option<OffsetDateTime>,
     pub watching: usize,
+    /// A task of the service that ended while it should have run: the service is going down.
+    pub failed_task: Option<&'static str>,
 }
 
 pub fn now() -> OffsetDateTime {
@@ -119,7 +124,13 @@ impl<F: Fleet> Tracker<F> {
             last_reconcile: state.last_reconcile,
             last_poll: state.last_poll,
             watching: state.watches.len(),
+            failed_task: state.failed_task,
         }
+    }
+
+    /// Records that `task` ended on its own: health turns red at once.
+    pub fn task_failed(&self, task: &'static str) {
+        self.state().failed_task.get_or_insert(task);
     }
 
     /// The managed group `name`, from the cache or from AWS.
@@ -132,13 +143,23 @@ impl<F: Fleet> Tracker<F> {
         }
         let view = self.fleet.group(name).await?;
         let managed = view.and_then(|view| self.managed_from(&view));
-        self.state().groups.insert(
-            name.to_string(),
-            CachedGroup {
-                managed: managed.clone(),
-                fetched_at: at,
-            },
-        );
+        let mut state = self.state();
+        // Names come from messages: bounded, so no stream of made-up names can grow the map.
+        if state.groups.len() >= MAX_CACHED_GROUPS {
+            state
+                .groups
+                .retain(|_, g| at - g.fetched_at < std_to_time(GROUP_CACHE));
+        }
+        if state.groups.len() < MAX_CACHED_GROUPS {
+            state.groups.insert(
+                name.to_string(),
+                CachedGroup {
+                    managed: managed.clone(),
+                    fetched_at: at,
+                },
+            );
+        }
+        drop(state);
         Ok(managed)
     }
 
@@ -312,6 +333,10 @@ impl<F: Fleet> Tracker<F> {
     pub(crate) fn cache_groups(&self, groups: HashMap<String, Option<ManagedGroup>>) {
         let at = now();
         let mut state = self.state();
+        // A reconcile lists every managed group: what it did not list and has expired goes.
+        state.groups.retain(|name, g| {
+            groups.contains_key(name) || at - g.fetched_at < std_to_time(GROUP_CACHE)
+        });
         for (name, managed) in groups {
             state.groups.insert(
                 name,

@@ -365,3 +365,36 @@ async fn a_group_tag_carrying_shell_code_never_reaches_an_instance() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_duration_tag_is_refused_and_supervision_goes_on() {
+    // 2^64-1 seconds once overflowed a time sum and ended the supervisor while /healthz still
+    // answered 200.
+    let scene = scene(
+        1,
+        60,
+        &[("lifeguard:agent-grace-secs", "18446744073709551615")],
+    )
+    .await;
+    let stage = &scene.stage;
+    let victim = stage.instances[0].clone();
+    let controller = scene.start_controller("ctl", "agent_grace_secs = 3");
+    controller.wait_ready().await;
+
+    stage.terminate(&victim).await;
+    stage.wait_terminated(&victim, WAIT).await;
+
+    // The configured grace applied: the controller's fallback, long before the hook's timeout.
+    assert_eq!(
+        stage.completions(&victim).await,
+        vec![(200, "ABANDON".to_string())]
+    );
+    let (status, body) = controller.get("/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    let log = controller.process.log();
+    assert!(
+        log.contains("group tag ignored") && log.contains("agent_grace_secs"),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+}

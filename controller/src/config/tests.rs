@@ -210,3 +210,16 @@ fn absurd_durations_are_refused_from_tags_and_the_file() {
         .unwrap();
     assert_eq!(limits.report_silence, Duration::from_secs(7200));
 }
+
+#[test]
+fn every_aws_attempt_is_bounded_unless_configured_longer_than_a_long_poll() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(
+        config.aws_settings().attempt_timeout_secs,
+        Some(DEFAULT_ATTEMPT_TIMEOUT_SECS)
+    );
+    let longer = parse(&format!("{MINIMAL}[aws]\nattempt_timeout_secs = 45\n")).unwrap();
+    assert_eq!(longer.aws_settings().attempt_timeout_secs, Some(45));
+    let error = parse(&format!("{MINIMAL}[aws]\nattempt_timeout_secs = 10\n")).unwrap_err();
+    assert!(error.contains("long polls"), "{error}");
+}

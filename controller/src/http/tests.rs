@@ -17,6 +17,7 @@ fn healthy_while_polls_and_reconciles_are_recent() {
         last_poll: Some(AT - time::Duration::seconds(5)),
         last_reconcile: Some(AT - time::Duration::seconds(100)),
         watching: 3,
+        failed_task: None,
     };
     let (status, body) = verdict("/healthz", health, limits(), AT, false);
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -30,11 +31,27 @@ fn healthy_while_polls_and_reconciles_are_recent() {
 }
 
 #[test]
+fn a_task_that_ended_turns_both_probes_red() {
+    let failed = Health {
+        last_poll: Some(AT),
+        last_reconcile: Some(AT),
+        watching: 0,
+        failed_task: Some("supervisor"),
+    };
+    for path in ["/healthz", "/readyz"] {
+        let (status, body) = verdict(path, failed, limits(), AT, false);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(body.contains("supervisor"), "{body}");
+    }
+}
+
+#[test]
 fn ready_once_started_and_not_while_stopping() {
     let started = Health {
         last_poll: Some(AT),
         last_reconcile: Some(AT),
         watching: 0,
+        failed_task: None,
     };
     assert_eq!(
         verdict("/readyz", started, limits(), AT, false).0,
@@ -48,6 +65,7 @@ fn ready_once_started_and_not_while_stopping() {
         last_poll: None,
         last_reconcile: None,
         watching: 0,
+        failed_task: None,
     };
     let (status, body) = verdict("/readyz", fresh, limits(), AT, false);
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);

@@ -538,3 +538,16 @@ async fn actions_due_a_moment_apart_end_in_the_same_round() {
     assert_eq!(completed, ["complete i-1 ABANDON", "complete i-2 ABANDON"]);
     assert_eq!(tracker.health().watching, 1);
 }
+
+#[tokio::test]
+async fn group_names_from_messages_cannot_grow_the_cache_without_bound() {
+    let fleet = FakeFleet::waiting(&[]);
+    let tracker = replica(&fleet, "a", "");
+    for n in 0..(MAX_CACHED_GROUPS + 500) {
+        tracker
+            .managed_group(&format!("made-up-{n}"))
+            .await
+            .unwrap();
+    }
+    assert!(tracker.state().groups.len() <= MAX_CACHED_GROUPS);
+}
