@@ -5,9 +5,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lifeguard_common::message::{CompletionReport, Format, Transition};
+use lifeguard_common::message::{
+    AgentReport, CompletionReport, Format, LifecycleResult, Transition,
+};
 
 use super::*;
+use crate::marks::EndedBy;
 use lifeguard_common::lifecycle::GroupMembership;
 
 use crate::fleet::{AutoScaling, Completion, InstanceState, LifecycleError, MarkedInstance};
