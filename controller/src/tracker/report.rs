@@ -11,7 +11,7 @@ use super::{Tracker, now, report_transition, retry};
 use crate::fleet::Fleet;
 use crate::marks::{self, ActionMark, AgentMark, EndedBy, OutcomeMark};
 use crate::queue::Handled;
-use crate::watch::Heard;
+use crate::watch::{Heard, MAX_GLOBAL_TIMEOUT};
 
 impl<F: Fleet> Tracker<F> {
     /// An agent's report, from the instance it speaks of (the router checked its sender).
@@ -64,7 +64,13 @@ impl<F: Fleet> Tracker<F> {
         if newer {
             tags.push(marks::agent_tag(&AgentMark::of(&heard)));
         }
-        if confirmed_in.is_none() {
+        // Start marks are written only once Auto Scaling showed the action, so a recent one
+        // stands for that (the instance may be gone by the time its final report arrives).
+        let marked = action_began.is_some_and(|began| {
+            now() - began
+                <= time::Duration::try_from(MAX_GLOBAL_TIMEOUT).unwrap_or(time::Duration::MAX)
+        });
+        if confirmed_in.is_none() && !marked {
             // No action Auto Scaling shows (a spot or rebalance drain, or a report about an
             // instance in service): the agent's own mark only, nothing a later action could
             // take for its start or its end.

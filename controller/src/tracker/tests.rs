@@ -554,3 +554,64 @@ async fn group_names_from_messages_cannot_grow_the_cache_without_bound() {
     }
     assert!(tracker.state().groups.len() <= MAX_CACHED_GROUPS);
 }
+
+#[tokio::test]
+async fn a_report_about_an_instance_in_service_leaves_no_start_mark() {
+    let fleet = FakeFleet::waiting(&[]);
+    fleet
+        .states
+        .lock()
+        .unwrap()
+        .insert("i-1".into(), "InService".into());
+    let tracker = replica(&fleet, "a", "");
+    let handled = tracker
+        .handle(
+            &report("i-1", ReportPhase::DrainStarted, 1),
+            &sent_by("i-1"),
+        )
+        .await;
+    assert_eq!(handled, Handled::Done);
+    let marks = Marks::from_tags(&fleet.tags.lock().unwrap()["i-1"]);
+    assert!(marks.action.is_none(), "{marks:?}");
+    assert!(marks.agent.is_some(), "the agent's own mark stays");
+    assert_eq!(tracker.health().watching, 0);
+}
+
+#[tokio::test]
+async fn a_final_report_after_the_instance_is_gone_still_records_the_agents_outcome() {
+    let fleet = FakeFleet::waiting(&[]);
+    began(&fleet, "i-1", 30);
+    let tracker = replica(&fleet, "a", "");
+    let mut finished = report("i-1", ReportPhase::DrainFinished, 3);
+    if let Message::AgentReport(report) = &mut finished.message {
+        report.result = Some("CONTINUE".into());
+        report.completion = Some(CompletionReport::Completed);
+    }
+    tracker.handle(&finished, &sent_by("i-1")).await;
+    let outcome = Marks::from_tags(&fleet.tags.lock().unwrap()["i-1"])
+        .outcome
+        .expect("outcome recorded");
+    assert_eq!(outcome.by, EndedBy::Agent);
+    assert_eq!(outcome.result, "CONTINUE");
+}
+
+#[tokio::test]
+async fn a_report_sent_by_another_instance_changes_nothing() {
+    let fleet = FakeFleet::waiting(&["i-1"]);
+    began(&fleet, "i-1", 30);
+    let tracker = replica(&fleet, "a", "");
+    let before = fleet.tags.lock().unwrap().clone();
+    tracker
+        .handle(
+            &report("i-1", ReportPhase::DrainFinished, u64::MAX),
+            &sent_by("i-2"),
+        )
+        .await;
+    assert_eq!(*fleet.tags.lock().unwrap(), before);
+    assert!(
+        tracker
+            .metrics
+            .render()
+            .contains("reason=\"other_instance\"")
+    );
+}
