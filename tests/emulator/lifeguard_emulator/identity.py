@@ -1,5 +1,5 @@
-"""Who signed a request: instance-profile credentials handed out through IMDS, and the SQS
-``SenderId`` they give a message.
+"""Who signed a request: instance-profile credentials handed out through IMDS, the SQS
+``SenderId`` they give a message and the STS ``GetCallerIdentity`` answer they get.
 
 SQS Developer Guide ("ReceiveMessage", system attribute ``SenderId``): for an IAM role the
 sender id is ``<role id>:<role session name>``; the role session name of instance-profile
@@ -8,7 +8,13 @@ credentials is the instance id, so a message sent with an instance's IMDS creden
 alphanumerics): moto IAM's ``RoleId`` when moto knows the role (so it matches ``GetRole``),
 otherwise one derived from the role name (stable across runs).
 
-Other credentials keep moto's default ``SenderId`` (``AIDAIT2UOQQY3AUEKVGXU``, an IAM
+STS ``GetCallerIdentity`` (STS API reference; IAM User Guide, "IAM identifiers": an assumed
+role session is ``arn:aws:sts::<account>:assumed-role/<role name>/<session name>``, its
+``UserId`` is ``<role id>:<session name>``) signed with such a key answers ``UserId`` =
+the same ``<role id>:<instance id>`` as the SenderId, ``Arn`` =
+``arn:aws:sts::<account>:assumed-role/<role name>/<instance id>`` and the instance's account.
+
+Other credentials keep moto's default ``SenderId`` and moto's ``GetCallerIdentity`` (``AIDAIT2UOQQY3AUEKVGXU``, an IAM
 user-like id). The emulator accepts every access key (expired IMDS keys included, as
 before) and keeps mapping an issued key to its instance until ``reset``.
 """
@@ -96,6 +102,53 @@ def patch_sqs_sender_id() -> None:
         return message
 
     sqs_models.SQSBackend.send_message = send_message  # type: ignore[method-assign]
+
+
+def instance_identity(emu: Emulator, access_key_id: str | None) -> dict[str, str] | None:
+    """What :func:`remember` noted for an access key issued through IMDS, else None."""
+    if not access_key_id:
+        return None
+    return emu.instance_keys.get(access_key_id)
+
+
+class calling_as:
+    """Within this block (one request thread), STS ``GetCallerIdentity`` for the access key
+    of ``caller`` (an :func:`instance_identity`, or None) answers as that instance's role
+    session."""
+
+    def __init__(self, caller: dict[str, str] | None) -> None:
+        self.caller = caller
+
+    def __enter__(self) -> None:
+        self.previous = getattr(_local, "caller", None)
+        _local.caller = self.caller
+
+    def __exit__(self, *exc: Any) -> None:
+        _local.caller = self.previous
+
+
+def assumed_role_arn(caller: dict[str, str], region: str | None) -> str:
+    """``arn:<partition>:sts::<account>:assumed-role/<role name>/<instance id>``."""
+    from moto.utilities.utils import get_partition
+
+    partition = get_partition(region or "us-east-1")
+    return f"arn:{partition}:sts::{caller['account']}:assumed-role/{caller['role_name']}/{caller['instance_id']}"
+
+
+def patch_sts_caller_identity() -> None:
+    """GetCallerIdentity signed with IMDS-issued credentials: the instance's role session
+    (UserId = the SQS SenderId); any other key: moto's answer."""
+    from moto.sts import models as sts_models
+
+    original = sts_models.STSBackend.get_caller_identity
+
+    def get_caller_identity(self: Any, access_key_id: str, region: str) -> tuple[str, str, str]:
+        caller = getattr(_local, "caller", None)
+        if caller and caller.get("access_key_id") == access_key_id:
+            return caller["sender_id"], assumed_role_arn(caller, region), caller["account"]
+        return original(self, access_key_id, region)  # type: ignore[no-any-return]
+
+    sts_models.STSBackend.get_caller_identity = get_caller_identity  # type: ignore[method-assign]
 
 
 def default_sender_id() -> str:

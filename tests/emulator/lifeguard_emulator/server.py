@@ -123,7 +123,7 @@ class App:
             if own_cls is not None:
                 result: Iterable[bytes] = self._own(own_cls, environ)(environ, capture)
             else:
-                with identity.sending_as(sender):
+                with identity.sending_as(sender), identity.calling_as(identity.instance_identity(self.emu, key)):
                     result = self.moto(environ, capture)
             status = captured.get("status", 500)
             if locked or status >= 400:
@@ -205,6 +205,7 @@ def install_patches() -> None:
     launch_templates.install()
     moto_fixes.install()
     identity.patch_sqs_sender_id()
+    identity.patch_sts_caller_identity()
     ssm_documents.install()
     realism.install()
     _INSTALLED = True
