@@ -334,9 +334,10 @@ async fn an_agentless_instance_gets_its_logs_archived_through_ssm_before_the_fal
 async fn a_group_tag_carrying_shell_code_never_reaches_an_instance() {
     // Anyone who may tag the group could otherwise run code as root on every instance.
     let hostile = "x'; curl -s http://127.0.0.1:9/p | sh; echo '";
+    // The hook's default heartbeat timeout, as AWS creates it.
     let scene = scene(
         1,
-        60,
+        3600,
         &[
             ("lifeguard:archive-bucket", hostile),
             ("lifeguard:fallback-result", "CONTINUE"),

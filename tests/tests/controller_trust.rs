@@ -64,7 +64,8 @@ async fn drain_tags(scene: &Scene, instance_id: &str) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_an_instance_forges_about_others_change_nothing_and_its_own_agent_is_followed() {
-    let scene = scene(3, 60, &[]).await;
+    // The hook's default heartbeat timeout, as AWS creates it.
+    let scene = scene(3, 3600, &[]).await;
     let stage = &scene.stage;
     let (attacker, victim, bystander) = (
         stage.instances[0].clone(),
