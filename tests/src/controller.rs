@@ -144,10 +144,11 @@ level = "info,lifeguard_controller=debug"
 
     /// Sends `body` to the controller queue.
     pub async fn send(&self, body: &str) {
-        self.stage
-            .clients
-            .sqs
-            .send_message()
+        self.send_with(&self.stage.clients.sqs, body).await;
+    }
+
+    async fn send_with(&self, sqs: &aws_sdk_sqs::Client, body: &str) {
+        sqs.send_message()
             .queue_url(&self.stage.queue.url)
             .message_body(body)
             .send()
@@ -158,16 +159,8 @@ level = "info,lifeguard_controller=debug"
     /// Sends `body` to the queue signed with `instance_id`'s role, as that instance's agent (or
     /// anything else running on it) would.
     pub async fn send_as(&self, instance_id: &str, body: &str) {
-        self.stage
-            .emulator
-            .sqs_as(instance_id)
-            .await
-            .send_message()
-            .queue_url(&self.stage.queue.url)
-            .message_body(body)
-            .send()
-            .await
-            .unwrap();
+        let sqs = self.stage.emulator.sqs_as(instance_id).await;
+        self.send_with(&sqs, body).await;
     }
 
     /// The active lifecycle actions the emulator holds.

@@ -198,3 +198,16 @@ def drain(sqs: Any, url: str, wait: float = 0) -> list[dict[str, Any]]:
             out.append(json.loads(m["Body"]))
             sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
         wait = 0
+
+
+def client_with(emu, service: str, creds: dict[str, str], region: str = REGION):
+    """A boto3 client for ``service`` signing with ``creds`` (an instance's IMDS credentials)."""
+    return boto3.client(
+        service,
+        endpoint_url=emu.endpoint,
+        region_name=region,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["Token"],
+        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
+    )

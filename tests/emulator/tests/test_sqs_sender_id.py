@@ -10,11 +10,9 @@ import time
 import urllib.parse
 import urllib.request
 
-import boto3
 import pytest
-from botocore.config import Config
 
-from helpers import REGION, make_group, instances
+from helpers import REGION, client_with, make_group, instances
 
 DEFAULT_ROLE = "lifeguard-emulator-instance-role"
 MOTO_SENDER_ID = "AIDAIT2UOQQY3AUEKVGXU"
@@ -36,15 +34,7 @@ def instance_creds(emu, iid: str) -> dict[str, str]:
 
 
 def sqs_with(emu, creds: dict[str, str]):
-    return boto3.client(
-        "sqs",
-        endpoint_url=emu.endpoint,
-        region_name=REGION,
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["Token"],
-        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
-    )
+    return client_with(emu, "sqs", creds)
 
 
 def receive_all(sqs, url: str, **kwargs) -> dict[str, dict]:

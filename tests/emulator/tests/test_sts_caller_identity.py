@@ -7,14 +7,12 @@ import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 
-import boto3
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config
 from botocore.credentials import Credentials
 
-from helpers import ACCOUNT, REGION, instances, make_group
+from helpers import ACCOUNT, REGION, client_with, instances, make_group
 from test_sqs_sender_id import DEFAULT_ROLE, ROLE_ID, instance_creds, sqs_with
 
 STS_NS = "{https://sts.amazonaws.com/doc/2011-06-15/}"
@@ -31,15 +29,7 @@ def instance_id(ec2):
 def sts_with(emu, creds: dict[str, str] | None = None, region: str = REGION):
     if creds is None:
         return emu.client("sts", region=region)
-    return boto3.client(
-        "sts",
-        endpoint_url=emu.endpoint,
-        region_name=region,
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["Token"],
-        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
-    )
+    return client_with(emu, "sts", creds, region)
 
 
 def caller(resp: dict) -> tuple[str, str, str]:
