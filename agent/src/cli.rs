@@ -163,7 +163,10 @@ async fn run(config: AgentConfig, config_path: PathBuf) -> ExitCode {
         let (sdk, aws) = (sdk.clone(), aws.clone());
         OnFirstUse::new(move || {
             let (sdk, aws) = (sdk.clone(), aws.clone());
-            async move { S3Store::new(s3_client(sdk.get().await, &aws)) }
+            async move {
+                let sdk = sdk.get().await;
+                S3Store::new(s3_client(sdk, &aws)).with_identity(aws_sdk_sts::Client::new(sdk))
+            }
         })
     });
     let autoscaling = {

@@ -333,8 +333,10 @@ pub enum ChecksumConfig {
 #[serde(deny_unknown_fields)]
 pub struct UploadConfig {
     pub bucket: String,
-    /// Object key; placeholders `{prefix}`, `{asg}`, `{instance_id}`, `{timestamp}`, `{reason}`,
-    /// `{ext}` (`tar.gz`, `tar.zst` or `tar`, from the compression).
+    /// Object key; placeholders `{prefix}`, `{asg}`, `{instance_id}`, `{principal}` (the
+    /// instance role session's `aws:userid`, the level the IAM policy confines each instance
+    /// to), `{timestamp}`, `{reason}`, `{ext}` (`tar.gz`, `tar.zst` or `tar`, from the
+    /// compression).
     #[serde(default = "default_key_template")]
     pub key_template: String,
     #[serde(default = "default_prefix")]
@@ -360,7 +362,7 @@ pub struct UploadConfig {
 }
 
 fn default_key_template() -> String {
-    "{prefix}/{asg}/{instance_id}/{timestamp}-{reason}.{ext}".to_string()
+    "{prefix}/{asg}/{instance_id}/{principal}/{timestamp}-{reason}.{ext}".to_string()
 }
 fn default_prefix() -> String {
     "lifeguard".to_string()

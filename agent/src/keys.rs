@@ -1,7 +1,19 @@
 //! Object keys from the operator's template, e.g.
-//! `{prefix}/{asg}/{instance_id}/{timestamp}-{reason}.{ext}`.
+//! `{prefix}/{asg}/{instance_id}/{principal}/{timestamp}-{reason}.{ext}`.
+//!
+//! `{principal}` is the id AWS knows the writer by (`aws:userid`: `ROLEID:i-…` for an instance
+//! role). It is the one level of the key an IAM policy can tie to the caller
+//! (`lifeguard/*/${aws:userid}/*`), so an instance can write only beneath its own.
 
-const PLACEHOLDERS: [&str; 6] = ["prefix", "asg", "instance_id", "timestamp", "reason", "ext"];
+const PLACEHOLDERS: [&str; 7] = [
+    "prefix",
+    "asg",
+    "instance_id",
+    "principal",
+    "timestamp",
+    "reason",
+    "ext",
+];
 
 /// What a key is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,6 +21,8 @@ pub struct KeyParts<'a> {
     pub prefix: &'a str,
     pub asg: &'a str,
     pub instance_id: &'a str,
+    /// The writer's `aws:userid`; empty when the template does not use it.
+    pub principal: &'a str,
     /// Compact UTC, sortable: `20261122T101500Z`.
     pub timestamp: &'a str,
     pub reason: &'a str,
@@ -46,6 +60,11 @@ pub fn check_template(template: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether rendering the template needs the writer's id (one STS call, made once).
+pub fn needs_principal(template: &str) -> bool {
+    template.contains("{principal}")
+}
+
 /// Renders a checked template. Values are made safe for a key segment: a `/` inside a group
 /// name must not create a new level.
 pub fn render(template: &str, parts: &KeyParts<'_>) -> String {
@@ -59,6 +78,7 @@ pub fn render(template: &str, parts: &KeyParts<'_>) -> String {
         .replace("{prefix}", parts.prefix.trim_matches('/'))
         .replace("{asg}", &safe(parts.asg))
         .replace("{instance_id}", &safe(parts.instance_id))
+        .replace("{principal}", &safe(parts.principal))
         .replace("{timestamp}", &safe(parts.timestamp))
         .replace("{reason}", &safe(parts.reason))
         .replace("{ext}", &safe(parts.ext));
@@ -82,6 +102,7 @@ mod tests {
             prefix,
             asg,
             instance_id: "i-0abc",
+            principal: "AROAEXAMPLEROLEID:i-0abc",
             timestamp: "20261122T101500Z",
             reason: "scale_in",
             ext: "tar.gz",
@@ -90,16 +111,29 @@ mod tests {
 
     #[test]
     fn default_template() {
-        let template = "{prefix}/{asg}/{instance_id}/{timestamp}-{reason}.tar.gz";
+        let template = "{prefix}/{asg}/{instance_id}/{principal}/{timestamp}-{reason}.tar.gz";
         check_template(template).unwrap();
+        assert!(needs_principal(template));
         assert_eq!(
             render(template, &parts("lifeguard", "web")),
-            "lifeguard/web/i-0abc/20261122T101500Z-scale_in.tar.gz"
+            "lifeguard/web/i-0abc/AROAEXAMPLEROLEID:i-0abc/20261122T101500Z-scale_in.tar.gz"
         );
         assert_eq!(
             render(template, &parts("", "team/web")),
-            "team_web/i-0abc/20261122T101500Z-scale_in.tar.gz"
+            "team_web/i-0abc/AROAEXAMPLEROLEID:i-0abc/20261122T101500Z-scale_in.tar.gz"
         );
+    }
+
+    #[test]
+    fn a_principal_cannot_add_a_level() {
+        let template = "{prefix}/{asg}/{instance_id}/{principal}/{timestamp}.tar";
+        let mut hostile = parts("lifeguard", "web");
+        hostile.principal = "AROA:i-0abc/../i-0other";
+        assert_eq!(
+            render(template, &hostile),
+            "lifeguard/web/i-0abc/AROA:i-0abc_.._i-0other/20261122T101500Z.tar"
+        );
+        assert!(!needs_principal("{prefix}/{asg}/{instance_id}/{timestamp}.tar"));
     }
 
     #[test]

@@ -101,6 +101,10 @@ impl<T: ArchiveStore> ArchiveStore for OnFirstUse<T> {
     ) -> Result<UploadReceipt, UploadError> {
         self.get().await.put_object(object, body, policy).await
     }
+
+    async fn writer_id(&self, bucket: &str) -> Result<String, UploadError> {
+        self.get().await.writer_id(bucket).await
+    }
 }
 
 impl<T: ReportSink> ReportSink for OnFirstUse<T> {

@@ -78,8 +78,16 @@ pub fn upload_now(config: &AgentConfig) -> ExitCode {
             None,
             time::OffsetDateTime::now_utc(),
         );
-        let job = pack::PackJob::new(config, &plan, &record);
-        let store = S3Store::new(s3_client(&sdk, &aws));
+        let store = S3Store::new(s3_client(&sdk, &aws))
+            .with_identity(aws_sdk_sts::Client::new(&sdk));
+        let writer_id = match pack::writer_id(&store, config).await {
+            Ok(id) => id,
+            Err(error) => {
+                eprintln!("lifeguard-agent: {error}");
+                return ExitCode::from(EXIT_UNAVAILABLE);
+            }
+        };
+        let job = pack::PackJob::new(config, &plan, &record, &writer_id);
         match pack::archive_and_upload(&store, job, deadline).await {
             Ok(summary) => {
                 println!(

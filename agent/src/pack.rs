@@ -117,6 +117,20 @@ fn object_spec(
     }
 }
 
+/// The writer's id for the key's `{principal}`, asked of AWS only when the key template uses it
+/// (empty otherwise). Without it there is no key the IAM policy would let this instance write.
+pub async fn writer_id<S: ArchiveStore>(
+    store: &S,
+    config: &AgentConfig,
+) -> Result<String, UploadError> {
+    match &config.upload {
+        Some(upload) if crate::keys::needs_principal(&upload.key_template) => {
+            store.writer_id(&upload.bucket).await
+        }
+        _ => Ok(String::new()),
+    }
+}
+
 /// Everything the blocking archiver and the uploader need, owned.
 pub struct PackJob {
     object: ObjectSpec,
@@ -129,9 +143,16 @@ pub struct PackJob {
 }
 
 impl PackJob {
+    /// `writer_id` fills the key's `{principal}` (see [`writer_id`]).
+    ///
     /// # Panics
     /// Never: callers only build a job when `config.upload` is set.
-    pub fn new(config: &AgentConfig, plan: &DrainPlan, record: &DrainRecord) -> PackJob {
+    pub fn new(
+        config: &AgentConfig,
+        plan: &DrainPlan,
+        record: &DrainRecord,
+        writer_id: &str,
+    ) -> PackJob {
         let upload = match &config.upload {
             Some(upload) => upload.clone(),
             None => unreachable!("a pack job is only built with an upload configured"),
@@ -144,6 +165,7 @@ impl PackJob {
                 prefix: &upload.prefix,
                 asg: &asg,
                 instance_id: &plan.instance_id,
+                principal: writer_id,
                 timestamp: &timestamp,
                 reason: plan.trigger.reason(),
                 ext: config.archive.compression.extension(),
@@ -500,6 +522,10 @@ mod tests {
                 .unwrap()
                 .push(Call::PutObject(object.key.clone()));
             Ok(self.receipt(object, body.to_vec()))
+        }
+
+        async fn writer_id(&self, _bucket: &str) -> Result<String, UploadError> {
+            Ok("AROAFAKEROLEID:i-0abc".to_string())
         }
     }
 

@@ -79,11 +79,17 @@ pub enum ArchiveState {
     Ended { succeeded: bool, status: String },
 }
 
-/// An agentless archive to run on an instance.
+/// An agentless archive to run on an instance. The document writes it to
+/// `{directory}/{principal}/{name}`, `principal` being the instance role session's id
+/// (`aws:userid`), which only the instance itself can learn (STS GetCallerIdentity) and the
+/// level of the key the agent's IAM policy confines each instance to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchiveCommand {
     pub bucket: String,
-    pub key: String,
+    /// `lifeguard/GROUP/INSTANCE`.
+    pub directory: String,
+    /// `YYYYMMDDTHHMMSSZ-agentless.tar.gz`.
+    pub name: String,
     pub paths: Vec<String>,
     pub timeout: std::time::Duration,
 }
@@ -95,8 +101,14 @@ impl ArchiveCommand {
         if !crate::config::is_bucket_name(&self.bucket) {
             return Err(format!("{:?} is not an S3 bucket name", self.bucket));
         }
-        if !is_archive_key(&self.key) {
-            return Err(format!("{:?} is not an agentless archive key", self.key));
+        if !is_archive_directory(&self.directory) {
+            return Err(format!(
+                "{:?} is not an agentless archive directory",
+                self.directory
+            ));
+        }
+        if !is_archive_name(&self.name) {
+            return Err(format!("{:?} is not an agentless archive name", self.name));
         }
         if self.paths.is_empty()
             || self.paths.len() > crate::config::MAX_AGENTLESS_PATHS
@@ -108,26 +120,30 @@ impl ArchiveCommand {
     }
 }
 
-/// `lifeguard/GROUP/INSTANCE/YYYYMMDDTHHMMSSZ-agentless.tar.gz`, GROUP of `[A-Za-z0-9._-]`.
-fn is_archive_key(key: &str) -> bool {
-    let Some(rest) = key.strip_prefix("lifeguard/") else {
+/// `lifeguard/GROUP/INSTANCE`, GROUP of 1 to 255 `[A-Za-z0-9._-]`.
+fn is_archive_directory(directory: &str) -> bool {
+    let Some(rest) = directory.strip_prefix("lifeguard/") else {
         return false;
     };
     let parts: Vec<&str> = rest.split('/').collect();
-    let [group, instance, name] = parts.as_slice() else {
+    let [group, instance] = parts.as_slice() else {
         return false;
     };
-    let stamp = name
-        .strip_suffix("-agentless.tar.gz")
-        .unwrap_or_default()
-        .as_bytes();
-    let digits = |s: &[u8]| s.iter().all(|b| b.is_ascii_digit());
     (1..=255).contains(&group.len())
         && group
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         && is_instance_id(instance)
-        && stamp.len() == 16
+}
+
+/// `YYYYMMDDTHHMMSSZ-agentless.tar.gz`.
+fn is_archive_name(name: &str) -> bool {
+    let stamp = name
+        .strip_suffix("-agentless.tar.gz")
+        .unwrap_or_default()
+        .as_bytes();
+    let digits = |s: &[u8]| s.iter().all(|b| b.is_ascii_digit());
+    stamp.len() == 16
         && digits(&stamp[..8])
         && stamp[8] == b'T'
         && digits(&stamp[9..15])
@@ -225,7 +241,8 @@ mod tests {
     fn command() -> ArchiveCommand {
         ArchiveCommand {
             bucket: "fleet-logs".into(),
-            key: "lifeguard/web_1/i-0123456789abcdef0/20261203T101500Z-agentless.tar.gz".into(),
+            directory: "lifeguard/web_1/i-0123456789abcdef0".into(),
+            name: "20261203T101500Z-agentless.tar.gz".into(),
             paths: vec!["/var/log".into(), "/srv/app/log".into()],
             timeout: Duration::from_secs(300),
         }
@@ -240,15 +257,23 @@ mod tests {
                 ..command()
             },
             ArchiveCommand {
-                key: "lifeguard/web/i-0123456789abcdef0/$(reboot)-agentless.tar.gz".into(),
+                name: "$(reboot)-agentless.tar.gz".into(),
                 ..command()
             },
             ArchiveCommand {
-                key: "lifeguard/web/i-0123$(id)/20261203T101500Z-agentless.tar.gz".into(),
+                directory: "lifeguard/web/i-0123$(id)".into(),
                 ..command()
             },
             ArchiveCommand {
-                key: "lifeguard/web/i-0123456789abcdef0/2026120ÄT10150Z-agentless.tar.gz".into(),
+                directory: "lifeguard/web/i-0123456789abcdef0/AROA:i-0other".into(),
+                ..command()
+            },
+            ArchiveCommand {
+                name: "2026120ÄT10150Z-agentless.tar.gz".into(),
+                ..command()
+            },
+            ArchiveCommand {
+                name: "x/20261203T101500Z-agentless.tar.gz".into(),
                 ..command()
             },
             ArchiveCommand {

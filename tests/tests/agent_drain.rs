@@ -63,6 +63,17 @@ run = ["sh", "-c", "echo second >> {order}"]
         .unwrap()
         .clone();
     assert!(keys.contains(&format!("{archive_key}.manifest.json")));
+    // Beneath the instance role session's own level (`aws:userid`, as STS answered the agent's
+    // IMDS credentials): the one level the agent's IAM policy lets this instance write.
+    let principal = archive_key
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(principal, _)| principal)
+        .unwrap_or_default();
+    assert!(
+        principal.starts_with("AROA") && principal.ends_with(&format!(":{victim}")),
+        "{archive_key}"
+    );
     let archive = stage.object(&archive_key).await;
 
     // S3 verified the checksum the agent sent; the object's metadata names the drain.

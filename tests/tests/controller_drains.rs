@@ -299,11 +299,14 @@ async fn an_agentless_instance_gets_its_logs_archived_through_ssm_before_the_fal
         params["Parameters"]["paths"],
         serde_json::json!(["/var/log"])
     );
-    let key = params["Parameters"]["key"][0].as_str().unwrap();
-    assert!(
-        key.starts_with(&format!("lifeguard/web/{victim}/")) && key.ends_with("-agentless.tar.gz"),
-        "{key}"
+    // The document adds the instance's own `aws:userid` between the two, the level the agent's
+    // IAM policy confines each instance to.
+    assert_eq!(
+        params["Parameters"]["directory"],
+        serde_json::json!([format!("lifeguard/web/{victim}")])
     );
+    let name = params["Parameters"]["name"][0].as_str().unwrap();
+    assert!(name.ends_with("-agentless.tar.gz"), "{name}");
     // Followed to its end, then the fallback, once, after it.
     let looked = stage
         .emulator

@@ -49,9 +49,12 @@ const MANAGED_TAG: &str = "lifeguard:managed";
 const ARCHIVE_DOCUMENT: &str = "lifeguard-ArchiveLogs";
 
 /// The key prefix under which archives live (`upload.prefix`, and the agentless archive's key).
-/// The agent's object permissions can be narrowed to it but not to its own instance's
-/// `lifeguard/GROUP/INSTANCE/`: see `WITHHELD` for why no policy variable fits those keys.
 const ARCHIVE_PREFIX: &str = "lifeguard/";
+
+/// The agent's archive objects: each instance writes only beneath the key level named after its
+/// own role session (`{principal}` in `upload.key_template`, `ROLEID:i-…`), the one part of a key
+/// a policy variable can tie to the caller.
+const AGENT_OBJECTS: &str = "lifeguard/*/${aws:userid}/*";
 
 /// Actions AWS authorizes only on `"Resource": "*"`: their Service Authorization Reference rows
 /// list no resource type ("Actions, resources, and condition keys for Amazon EC2 Auto Scaling /
@@ -75,16 +78,11 @@ const ON_BEHALF: &[(&str, &str)] = &[
     ("kms:Decrypt", "s3:PutObject"),
 ];
 
-/// Actions a call can need that the policy withholds on purpose. `DeleteObject` with a version
-/// id (the agent removes the version it just uploaded when S3 reports another checksum) is
-/// authorized as `s3:DeleteObjectVersion`, which erases a version for good. S3 has no condition
-/// that ties an object key to the caller, and the archive keys carry the bare instance id, which
-/// no policy variable yields (`${aws:userid}` is `ROLEID:i-...`, `${ec2:SourceInstanceARN}` a
-/// whole ARN), so granting it would let any instance erase every other instance's archives. On
-/// a versioned bucket the agent's clean-up is then refused, logged and reported
-/// (`deleted: false`, `agent/src/upload/pipeline.rs`), and the bad version stays for an operator;
-/// on an unversioned bucket `s3:DeleteObject` does the clean-up.
-const WITHHELD: &[(&str, &str)] = &[("agent", "s3:DeleteObjectVersion")];
+/// Actions a call can need that the policy withholds on purpose: none today. (`DeleteObject`
+/// with a version id, `s3:DeleteObjectVersion`, was withheld while any instance could reach every
+/// archive key; confined to its own `${aws:userid}` level, an instance can erase only a version
+/// it wrote itself, which its checksum clean-up needs on a versioned bucket.)
+const WITHHELD: &[(&str, &str)] = &[];
 
 fn workspace() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -386,14 +384,22 @@ fn scope_problems(program: &Program) -> Vec<String> {
                         };
                         let object = path.split_once('/').map(|(_, key)| key);
                         let bucket_level = action == "s3:ListBucketMultipartUploads";
+                        let wanted = if program.name == "agent" {
+                            AGENT_OBJECTS
+                        } else {
+                            ARCHIVE_PREFIX
+                        };
                         let scoped = match object {
                             None => bucket_level,
+                            Some(key) if program.name == "agent" => {
+                                !bucket_level && key == AGENT_OBJECTS
+                            }
                             Some(key) => !bucket_level && key.starts_with(ARCHIVE_PREFIX),
                         };
                         if !scoped {
                             problems.push(format!(
-                                "{sid}: {action} on {resource}: objects only under \
-                                 {ARCHIVE_PREFIX}, bucket listing only on the bucket"
+                                "{sid}: {action} on {resource}: objects only as {wanted}, \
+                                 bucket listing only on the bucket"
                             ));
                         }
                     }
@@ -435,6 +441,73 @@ fn policies_scope_every_write() {
         );
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// IAM's resource matching: `*` any run of characters (`/` included), `?` any one.
+fn arn_matches(pattern: &str, text: &str) -> bool {
+    let (pattern, text): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    // Classic two-pointer glob with backtracking to the last `*`.
+    let (mut p, mut t, mut star, mut resume) = (0, 0, None, 0);
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == '*' {
+            star = Some(p);
+            resume = t;
+            p += 1;
+        } else if let Some(s) = star {
+            p = s + 1;
+            resume += 1;
+            t = resume;
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|c| *c == '*')
+}
+
+/// An instance's credentials can write its own archives and no other instance's: the keys are
+/// those `upload.key_template`'s default and the agentless document make, `${aws:userid}` is
+/// what AWS substitutes for an instance role session.
+#[test]
+fn an_instance_can_write_only_its_own_archives() {
+    let statements = load_policy(&AGENT);
+    let can = |action: &str, userid: &str, key: &str| {
+        statements.iter().any(|s| {
+            s.actions.iter().any(|a| a == action)
+                && s.resources.iter().any(|r| {
+                    let resource = r.replace("${aws:userid}", userid);
+                    arn_matches(&resource, &format!("arn:aws:s3:::example-fleet-logs/{key}"))
+                })
+        })
+    };
+    let me = "AROAEXAMPLEROLEID:i-0aaaaaaaaaaaaaaaa";
+    let other = "AROAEXAMPLEROLEID:i-0bbbbbbbbbbbbbbbb";
+    let own = [
+        format!("lifeguard/web/i-0aaaaaaaaaaaaaaaa/{me}/20261122T101500Z-scale_in.tar.gz"),
+        format!("lifeguard/web/i-0aaaaaaaaaaaaaaaa/{me}/20261122T101500Z-agentless.tar.gz"),
+    ];
+    let theirs = [
+        format!("lifeguard/web/i-0bbbbbbbbbbbbbbbb/{other}/20261122T101500Z-scale_in.tar.gz"),
+        "lifeguard/web/i-0bbbbbbbbbbbbbbbb/20261122T101500Z-scale_in.tar.gz".to_string(),
+        format!("other/{me}/x.tar.gz"),
+        format!("{me}/x.tar.gz"),
+    ];
+    for action in [
+        "s3:PutObject",
+        "s3:AbortMultipartUpload",
+        "s3:DeleteObject",
+        "s3:DeleteObjectVersion",
+    ] {
+        for key in &own {
+            assert!(can(action, me, key), "{action} refused on its own {key}");
+        }
+        for key in &theirs {
+            assert!(!can(action, me, key), "{action} allowed on {key}, not its own");
+        }
+    }
+    assert!(arn_matches("a*c?e", "abbbcde") && !arn_matches("a*c?e", "abbbce"));
 }
 
 /// The controller runs Run Command only through the document its policy names.

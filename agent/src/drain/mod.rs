@@ -385,7 +385,16 @@ where
             return true;
         };
         let deadline = instant_at(self.deadlines(record).archive);
-        let job = pack::PackJob::new(self.config, &self.plan(record), record);
+        let writer_id = match pack::writer_id(store, self.config).await {
+            Ok(id) => id,
+            Err(error) => {
+                tracing::error!(instance_id = %record.instance_id, %error, "archive not uploaded");
+                record.archive_finished(Err(error.to_string()));
+                self.save(record);
+                return true;
+            }
+        };
+        let job = pack::PackJob::new(self.config, &self.plan(record), record, &writer_id);
         if record.upload_key.as_deref() == Some(job.key()) {
             // An earlier run got as far as the upload and was killed: its multipart upload
             // would otherwise stay open (and billed) until a bucket lifecycle rule removes it.
@@ -425,7 +434,12 @@ where
         let (Some(store), Some(key)) = (self.deps.store.as_ref(), &record.upload_key) else {
             return;
         };
-        let job = pack::PackJob::new(self.config, &self.plan(record), record);
+        let Ok(writer_id) = pack::writer_id(store, self.config).await else {
+            tracing::warn!(instance_id = %record.instance_id, %key,
+                "the writer's id is unknown: the last attempt's upload is left to the bucket's lifecycle rule");
+            return;
+        };
+        let job = pack::PackJob::new(self.config, &self.plan(record), record, &writer_id);
         if job.key() == key {
             let deadline = Instant::now() + Duration::from_secs(30);
             let aborted = pack::abort_leftovers(store, &job, deadline).await;

@@ -112,6 +112,10 @@ pub enum UploadError {
         detail: String,
     },
 
+    /// Who the archive is written as could not be learned, so its key cannot be made.
+    #[error("GetCallerIdentity (the writer's id for the key of the archive in {bucket}): {detail}")]
+    WriterId { bucket: String, detail: String },
+
     /// A part's upload task ended without an answer (it panicked).
     #[error("s3://{bucket}/{key}: part upload task failed: {detail}")]
     Task {

@@ -196,4 +196,9 @@ pub trait ArchiveStore: Send + Sync {
         body: Bytes,
         policy: &UploadPolicy,
     ) -> impl Future<Output = Result<UploadReceipt, UploadError>> + Send;
+
+    /// The id AWS knows this store's writer by (`aws:userid`, `ROLEID:i-…` for an instance
+    /// role): the key level the IAM policy confines each instance to. `bucket` only names the
+    /// archive in an error.
+    fn writer_id(&self, bucket: &str) -> impl Future<Output = Result<String, UploadError>> + Send;
 }

@@ -24,13 +24,25 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct S3Store {
     api: S3Api,
+    identity: Option<aws_sdk_sts::Client>,
+    /// The writer's id never changes for the life of the credentials' role session.
+    writer_id: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl S3Store {
     pub fn new(client: Client) -> Self {
         S3Store {
             api: S3Api { client },
+            identity: None,
+            writer_id: std::sync::Arc::default(),
         }
+    }
+
+    /// Lets the store learn its writer's id from STS (`GetCallerIdentity`, which needs no
+    /// permission), for keys that carry `{principal}`.
+    pub fn with_identity(mut self, sts: aws_sdk_sts::Client) -> Self {
+        self.identity = Some(sts);
+        self
     }
 }
 
@@ -55,6 +67,28 @@ impl ArchiveStore for S3Store {
 
     async fn abort_leftover_uploads(&self, object: &ObjectSpec, policy: &UploadPolicy) -> usize {
         pipeline::abort_leftover_uploads(&self.api, object, policy).await
+    }
+
+    async fn writer_id(&self, bucket: &str) -> Result<String, UploadError> {
+        let failed = |detail: String| UploadError::WriterId {
+            bucket: bucket.to_string(),
+            detail,
+        };
+        let Some(sts) = &self.identity else {
+            return Err(failed("no STS client was given to the store".into()));
+        };
+        self.writer_id
+            .get_or_try_init(|| async {
+                let answer = sts.get_caller_identity().send().await.map_err(|error| {
+                    failed(aws_sdk_sts::error::DisplayErrorContext(&error).to_string())
+                })?;
+                match answer.user_id() {
+                    Some(id) if !id.is_empty() => Ok(id.to_string()),
+                    _ => Err(failed("the answer carries no UserId".into())),
+                }
+            })
+            .await
+            .cloned()
     }
 }
 

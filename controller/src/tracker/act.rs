@@ -299,17 +299,15 @@ impl<F: Fleet> Tracker<F> {
         let stamp = marks::format_time(at).replace([':', '-'], "");
         let command = ArchiveCommand {
             bucket: archive.bucket,
-            key: format!(
-                "lifeguard/{group}/{}/{stamp}-agentless.tar.gz",
-                w.instance_id
-            ),
+            directory: format!("lifeguard/{group}/{}", w.instance_id),
+            name: format!("{stamp}-agentless.tar.gz"),
             paths: archive.paths,
             timeout: entry.policy.agentless_archive_timeout,
         };
         match self.fleet.start_archive(&w.instance_id, &command).await {
             Ok(command_id) => {
                 tracing::warn!(instance_id = %w.instance_id, asg = %w.asg, %command_id,
-                    bucket = %command.bucket, key = %command.key,
+                    bucket = %command.bucket, directory = %command.directory, name = %command.name,
                     "no agent: archiving the logs through SSM Run Command before the fallback");
                 if let Err(error) = self
                     .fleet

@@ -186,8 +186,8 @@ impl Fleet for FakeFleet {
         archive: &crate::fleet::ArchiveCommand,
     ) -> Result<String, FleetError> {
         self.calls.lock().unwrap().push(format!(
-            "archive {id} s3://{}/{}",
-            archive.bucket, archive.key
+            "archive {id} s3://{}/{}/*/{}",
+            archive.bucket, archive.directory, archive.name
         ));
         Ok(format!("cmd-{id}"))
     }

@@ -35,7 +35,8 @@ def archive_doc(ssm):
 def good_params(iid: str) -> dict[str, list[str]]:
     return {
         "bucket": ["lifeguard-archive.example"],
-        "key": [f"lifeguard/web/{iid}/20260102T030405Z-agentless.tar.gz"],
+        "directory": [f"lifeguard/web/{iid}"],
+        "name": ["20260102T030405Z-agentless.tar.gz"],
         "paths": ["/var/log/app /var/log/messages"],
         "executionTimeout": ["300"],
     }
@@ -78,8 +79,11 @@ def test_injected_bucket_is_refused_and_not_recorded(emu, ssm, iid, archive_doc)
         ("bucket", "my-bucket\n"),  # the whole value must match: no trailing newline
         ("bucket", "My_Bucket"),
         ("bucket", "a"),
-        ("key", "lifeguard/web/i-0123456789abcdef0/20260102T030405Z-agentless.tar.gz; rm -rf /"),
-        ("key", "other/web/i-0123456789abcdef0/20260102T030405Z-agentless.tar.gz"),
+        ("directory", "lifeguard/web/i-0123456789abcdef0; rm -rf /"),
+        ("directory", "other/web/i-0123456789abcdef0"),
+        ("directory", "lifeguard/web/i-0123456789abcdef0/AROAEXAMPLE:i-0123456789abcdef1"),
+        ("name", "20260102T030405Z-agentless.tar.gz; rm -rf /"),
+        ("name", "../20260102T030405Z-agentless.tar.gz"),
         ("paths", "/var/log/app;id"),
         ("paths", "var/log/relative"),
         ("paths", "/var/log/$(id)"),
@@ -97,7 +101,7 @@ def test_values_outside_allowed_pattern_are_refused(ssm, iid, archive_doc, name,
 def test_undeclared_missing_and_multiple_values(ssm, iid, archive_doc):
     base = good_params(iid)
     refused(ssm, "InvalidParameters", DocumentName=archive_doc, InstanceIds=[iid], Parameters=dict(base, commands=["id"]))
-    for required in ("bucket", "key", "paths"):
+    for required in ("bucket", "directory", "name", "paths"):
         params = {k: v for k, v in base.items() if k != required}
         assert required in refused(ssm, "InvalidParameters", DocumentName=archive_doc, InstanceIds=[iid], Parameters=params)
     refused(ssm, "InvalidParameters", DocumentName=archive_doc, InstanceIds=[iid])
@@ -187,3 +191,65 @@ def test_error_body_is_json_protocol(emu, archive_doc, iid):
     assert err.value.headers["X-Amzn-Errortype"] == "InvalidParameters"
     doc = json.loads(err.value.read())
     assert doc["__type"] == "InvalidParameters" and doc["Message"]
+
+
+def run_archive_script(tmp_path, caller_id: str, **env: str):
+    """Runs the document's script as SSM Agent would (parameters as SSM_* environment variables),
+    with a stub `aws` on PATH that records its arguments. Returns (exit code, recorded calls)."""
+    import os
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "aws-calls"
+    stub = bin_dir / "aws"
+    stub.write_text(
+        "#!/bin/sh\n"
+        f'printf "%s\\n" "$*" >> "{log}"\n'
+        f'if [ "$1" = sts ]; then printf "%s\\n" "$LIFEGUARD_TEST_CALLER_ID"; fi\n'
+    )
+    stub.chmod(0o755)
+    script = "\n".join(json.loads(ARCHIVE_DOC.read_text())["mainSteps"][0]["inputs"]["runCommand"])
+    full_env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "LIFEGUARD_TEST_CALLER_ID": caller_id,
+        **{f"SSM_{k}": v for k, v in env.items()},
+    }
+    done = subprocess.run(["sh", "-c", script], env=full_env, capture_output=True, text=True, timeout=60)
+    calls = log.read_text().splitlines() if log.exists() else []
+    return done.returncode, calls, done.stderr
+
+
+def test_script_writes_beneath_the_instance_role_sessions_own_level(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_text("hello\n")
+    code, calls, stderr = run_archive_script(
+        tmp_path,
+        "AROAEXAMPLEROLEID:i-0123456789abcdef0",
+        bucket="fleet-logs",
+        directory="lifeguard/web/i-0123456789abcdef0",
+        name="20260102T030405Z-agentless.tar.gz",
+        paths=str(logs),
+    )
+    assert code == 0, stderr
+    assert calls[0] == "sts get-caller-identity --query UserId --output text"
+    (copy,) = [c for c in calls if c.startswith("s3 cp")]
+    assert copy.endswith(
+        " s3://fleet-logs/lifeguard/web/i-0123456789abcdef0/AROAEXAMPLEROLEID:i-0123456789abcdef0/"
+        "20260102T030405Z-agentless.tar.gz"
+    ), copy
+
+
+@pytest.mark.parametrize("caller_id", ["", "AROA:i-1/../../other", "AROA:i-1 x", "$(id)"])
+def test_script_refuses_an_unexpected_caller_id(tmp_path, caller_id):
+    code, calls, stderr = run_archive_script(
+        tmp_path,
+        caller_id,
+        bucket="fleet-logs",
+        directory="lifeguard/web/i-0123456789abcdef0",
+        name="20260102T030405Z-agentless.tar.gz",
+        paths="/nonexistent",
+    )
+    assert code != 0
+    assert not [c for c in calls if c.startswith("s3 ")], calls

@@ -503,6 +503,8 @@ pub(crate) fn iam_actions(call: &Call) -> Result<Vec<String>, String> {
                 call.at
             ));
         }
+        // "No permissions are required to perform this operation" (STS API Reference).
+        ("sts", "get_caller_identity") => vec![],
         ("sqs", "delete_message_batch") => vec!["DeleteMessage"],
         ("sqs", "send_message_batch") => vec!["SendMessage"],
         ("sqs", "change_message_visibility_batch") => vec!["ChangeMessageVisibility"],
