@@ -133,7 +133,9 @@ mod tests {
             render(template, &hostile),
             "lifeguard/web/i-0abc/AROA:i-0abc_.._i-0other/20261122T101500Z.tar"
         );
-        assert!(!needs_principal("{prefix}/{asg}/{instance_id}/{timestamp}.tar"));
+        assert!(!needs_principal(
+            "{prefix}/{asg}/{instance_id}/{timestamp}.tar"
+        ));
     }
 
     #[test]

@@ -78,8 +78,8 @@ pub fn upload_now(config: &AgentConfig) -> ExitCode {
             None,
             time::OffsetDateTime::now_utc(),
         );
-        let store = S3Store::new(s3_client(&sdk, &aws))
-            .with_identity(aws_sdk_sts::Client::new(&sdk));
+        let store =
+            S3Store::new(s3_client(&sdk, &aws)).with_identity(aws_sdk_sts::Client::new(&sdk));
         let writer_id = match pack::writer_id(&store, config).await {
             Ok(id) => id,
             Err(error) => {

@@ -445,7 +445,8 @@ fn policies_scope_every_write() {
 
 /// IAM's resource matching: `*` any run of characters (`/` included), `?` any one.
 fn arn_matches(pattern: &str, text: &str) -> bool {
-    let (pattern, text): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (pattern, text): (Vec<char>, Vec<char>) =
+        (pattern.chars().collect(), text.chars().collect());
     // Classic two-pointer glob with backtracking to the last `*`.
     let (mut p, mut t, mut star, mut resume) = (0, 0, None, 0);
     while t < text.len() {
@@ -504,7 +505,10 @@ fn an_instance_can_write_only_its_own_archives() {
             assert!(can(action, me, key), "{action} refused on its own {key}");
         }
         for key in &theirs {
-            assert!(!can(action, me, key), "{action} allowed on {key}, not its own");
+            assert!(
+                !can(action, me, key),
+                "{action} allowed on {key}, not its own"
+            );
         }
     }
     assert!(arn_matches("a*c?e", "abbbcde") && !arn_matches("a*c?e", "abbbce"));
