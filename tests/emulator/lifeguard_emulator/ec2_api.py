@@ -25,20 +25,20 @@ class LifeguardEC2Response(EC2Response):
     )
 
     # ------------------------------------------------------------------ images
-    def _track(self, result: ActionResult) -> ActionResult:
+    def _track(self, result: ActionResult, own_snapshots: bool) -> ActionResult:
         image_id = result.result.get("ImageId") if isinstance(result.result, dict) else None
         if image_id:
-            emulator().images.track_new(self.ec2_backend, image_id)
+            emulator().images.track_new(self.ec2_backend, image_id, own_snapshots)
         return result
 
     def create_image(self) -> ActionResult:
-        return self._track(super().create_image())
+        return self._track(super().create_image(), own_snapshots=True)
 
     def register_image(self) -> ActionResult:
-        return self._track(super().register_image())
+        return self._track(super().register_image(), own_snapshots=False)
 
     def copy_image(self) -> ActionResult:
-        return self._track(super().copy_image())
+        return self._track(super().copy_image(), own_snapshots=True)
 
     def deregister_image(self) -> ActionResult:
         image_id = self._get_param("ImageId")
@@ -60,13 +60,7 @@ class LifeguardEC2Response(EC2Response):
             return self.ec2_backend.get_launch_template_by_name(name)
         raise MissingParameterError("launch template ID or launch template name")
 
-    def create_launch_template_version(self) -> ActionResult:
-        template = self._template()
-        data = launch_templates.version_data(
-            template, self._get_param("SourceVersion"), self._get_param("LaunchTemplateData", {})
-        )
-        self.error_on_dryrun()
-        version = template.create_version(data, self._get_param("VersionDescription"))
+    def _version_result(self, template: Any, version: Any) -> ActionResult:
         return ActionResult(
             {
                 "LaunchTemplateVersion": {
@@ -81,6 +75,29 @@ class LifeguardEC2Response(EC2Response):
                 }
             }
         )
+
+    def create_launch_template_version(self) -> ActionResult:
+        template = self._template()
+        token = self._get_param("ClientToken")
+        fingerprint = launch_templates.version_request_fingerprint(
+            template.id,
+            self._get_param("SourceVersion"),
+            self._get_param("VersionDescription"),
+            self._get_param("LaunchTemplateData", {}),
+            self._get_param("ResolveAlias"),
+        )
+        earlier = launch_templates.earlier_version(self.ec2_backend, token, fingerprint) if token else None
+        if earlier is not None:
+            self.error_on_dryrun()
+            return self._version_result(*earlier)
+        data = launch_templates.version_data(
+            template, self._get_param("SourceVersion"), self._get_param("LaunchTemplateData", {})
+        )
+        self.error_on_dryrun()
+        version = template.create_version(data, self._get_param("VersionDescription"))
+        if token:
+            launch_templates.remember_version(self.ec2_backend, token, fingerprint, template, version)
+        return self._version_result(template, version)
 
     def delete_launch_template_versions(self) -> ActionResult:
         template = self._template()

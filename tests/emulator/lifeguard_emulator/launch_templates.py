@@ -1,17 +1,24 @@
 """Launch template versions the way EC2 numbers them (EC2 API reference:
-CreateLaunchTemplateVersion ``SourceVersion``, DeleteLaunchTemplateVersions).
+CreateLaunchTemplateVersion ``SourceVersion`` and ``ClientToken``,
+DeleteLaunchTemplateVersions).
 
 moto keeps versions in a list and finds version N at index N-1, so deleting a version
 would shift every later one. ``install`` makes lookups go by version number and new
 versions take max(number ever used)+1, as EC2 never reuses a deleted number.
+
+moto ignores ``ClientToken``; EC2 makes the call idempotent with it (EC2 API reference:
+CreateLaunchTemplateVersion, and "Ensure idempotency in Amazon EC2 API requests"), so a
+client that retries after a lost answer does not get a second version. The tokens are
+kept per account and region on moto's EC2 backend, so moto's reset forgets them.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
-from moto.ec2.exceptions import InvalidLaunchTemplateVersionNotFound
+from moto.ec2.exceptions import EC2ClientError, InvalidLaunchTemplateVersionNotFound
 from moto.ec2.utils import parse_user_data
 
 MAX_DELETE = 200
@@ -103,6 +110,54 @@ def version_data(template: Any, source_version: str | None, data: dict[str, Any]
     return merged
 
 
+class IdempotentParameterMismatch(EC2ClientError):
+    """The token was used before with other parameters (HTTP 400, like every EC2 client error)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "IdempotentParameterMismatch",
+            "Arguments on this idempotent request are inconsistent with arguments used in previous request(s).",
+        )
+
+
+def version_request_fingerprint(
+    template_id: str, source_version: Any, description: Any, data: Any, resolve_alias: Any
+) -> str:
+    """What a CreateLaunchTemplateVersion asks for, apart from its token and DryRun; the
+    template by id, so naming it by name or by id is the same request."""
+    request = {
+        "LaunchTemplateId": template_id,
+        "SourceVersion": source_version,
+        "VersionDescription": description,
+        "LaunchTemplateData": data or {},
+        "ResolveAlias": resolve_alias,
+    }
+    return json.dumps(request, sort_keys=True, default=str)
+
+
+def _tokens(ec2_backend: Any) -> dict[str, tuple[str, Any, Any]]:
+    tokens = getattr(ec2_backend, "_lg_version_tokens", None)
+    if tokens is None:
+        tokens = {}
+        ec2_backend._lg_version_tokens = tokens
+    return tokens
+
+
+def earlier_version(ec2_backend: Any, token: str, fingerprint: str) -> tuple[Any, Any] | None:
+    """(template, version) that an earlier call with ``token`` created, None for a new
+    token; IdempotentParameterMismatch when that call asked for something else."""
+    seen = _tokens(ec2_backend).get(token)
+    if seen is None:
+        return None
+    if seen[0] != fingerprint:
+        raise IdempotentParameterMismatch()
+    return seen[1], seen[2]
+
+
+def remember_version(ec2_backend: Any, token: str, fingerprint: str, template: Any, version: Any) -> None:
+    _tokens(ec2_backend)[token] = (fingerprint, template, version)
+
+
 def delete_versions(template: Any, versions: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Delete the listed versions; returns (successes, failures) in EC2's shapes."""
     ok: list[dict[str, Any]] = []
@@ -126,12 +181,13 @@ def delete_versions(template: Any, versions: list[str]) -> tuple[list[dict[str, 
             )
             continue
         if number == template.default_version_number:
+            # Refused for this version only; the others in the call are still deleted.
             bad.append(
                 {
                     **base,
                     "VersionNumber": number,
                     "ResponseError": {
-                        "Code": "unexpectedError",
+                        "Code": "launchTemplateVersionIsDefaultVersion",
                         "Message": "Cannot delete the default version of a launch template. "
                         "Set a different version as the default first, or delete the launch template.",
                     },

@@ -18,7 +18,20 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Response
 
-from . import awsreq, cloudtrail, control, faults, identity, imds, launch_templates, moto_fixes, realism, scaling, ssm_documents
+from . import (
+    awsreq,
+    cloudtrail,
+    control,
+    faults,
+    identity,
+    imds,
+    launch_templates,
+    moto_fixes,
+    realism,
+    scaling,
+    snapshots,
+    ssm_documents,
+)
 from .autoscaling_api import LifeguardAutoScalingResponse
 from .ec2_api import LifeguardEC2Response
 from .state import Emulator, emulator
@@ -203,6 +216,7 @@ def install_patches() -> None:
         return
     scaling.install()
     launch_templates.install()
+    snapshots.install()
     moto_fixes.install()
     identity.patch_sqs_sender_id()
     identity.patch_sts_caller_identity()

@@ -90,7 +90,7 @@ def test_modify_default_and_delete_versions(emu, ec2):
     resp = ec2.delete_launch_template_versions(LaunchTemplateId=lt, Versions=["1", "3", "4", "9"])
     assert [v["VersionNumber"] for v in resp["SuccessfullyDeletedLaunchTemplateVersions"]] == [1, 4]
     bad = {v["VersionNumber"]: v["ResponseError"]["Code"] for v in resp["UnsuccessfullyDeletedLaunchTemplateVersions"]}
-    assert bad == {3: "unexpectedError", 9: "launchTemplateVersionDoesNotExist"}
+    assert bad == {3: "launchTemplateVersionIsDefaultVersion", 9: "launchTemplateVersionDoesNotExist"}
     left = ec2.describe_launch_template_versions(LaunchTemplateId=lt)["LaunchTemplateVersions"]
     assert sorted(v["VersionNumber"] for v in left) == [2, 3]
     # numbers are never reused; lookups go by number
