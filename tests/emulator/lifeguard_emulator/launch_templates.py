@@ -91,6 +91,9 @@ def install() -> None:
         return picked[: max_results or len(picked)]
 
     LaunchTemplate.create_version = create_version
+    # moto copies a template's tags once, at creation: tags added later with CreateTags never
+    # showed in DescribeLaunchTemplates. AWS shows the template's current tags.
+    LaunchTemplate.tags = property(lambda self: self.get_tags(), lambda self, _value: None)
     LaunchTemplate.get_version = get_version
     LaunchTemplate.default_version = default_version
     Backend.describe_launch_template_versions = describe_launch_template_versions

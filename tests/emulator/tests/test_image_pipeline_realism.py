@@ -324,3 +324,16 @@ def test_image_pipeline_end_to_end(emu, ec2):
         ec2.delete_snapshot(SnapshotId=snapshot_id)
     assert [i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]] == [second_image]
     assert _version_numbers(ec2, lt) == [second_version]
+
+
+def test_describe_launch_templates_shows_tags_added_later(ec2):
+    template = ec2.create_launch_template(
+        LaunchTemplateName="tagged-later",
+        LaunchTemplateData={"ImageId": "ami-12c6146b"},
+        TagSpecifications=[{"ResourceType": "launch-template", "Tags": [{"Key": "team", "Value": "web"}]}],
+    )["LaunchTemplate"]
+    ec2.create_tags(Resources=[template["LaunchTemplateId"]], Tags=[{"Key": "lifeguard:image:stage", "Value": "bake"}])
+    ec2.create_tags(Resources=[template["LaunchTemplateId"]], Tags=[{"Key": "lifeguard:image:stage", "Value": "done"}])
+    (described,) = ec2.describe_launch_templates(LaunchTemplateIds=[template["LaunchTemplateId"]])["LaunchTemplates"]
+    tags = {t["Key"]: t["Value"] for t in described["Tags"]}
+    assert tags == {"team": "web", "lifeguard:image:stage": "done"}
