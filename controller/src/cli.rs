@@ -45,6 +45,96 @@ pub enum Command {
     /// Print one JSON object saying what lifeguard understands of a message, and why it would
     /// act on it or ignore it.
     Explain(ExplainArgs),
+    /// The image pipeline: bake an image, move a launch template onto it once it is
+    /// available, prune old versions.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Image an instance, wait until the image is available, add a template version that
+    /// changes only its image, make it the default, publish the AMI id, prune.
+    Bake(BakeArgs),
+    /// Go on with the pipeline recorded on a template, from where it stopped.
+    Resume(ResumeArgs),
+    /// Delete old versions (never the default, the latest or one a group or refresh pins).
+    Prune(PruneArgs),
+    /// The template's versions and its pipeline, as JSON.
+    Status(TemplateArg),
+}
+
+#[derive(Debug, Args)]
+pub struct TemplateArg {
+    /// Launch template name or id (`lt-…`).
+    #[arg(long)]
+    pub template: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BakeArgs {
+    #[command(flatten)]
+    pub template: TemplateArg,
+    /// The instance to image.
+    #[arg(long)]
+    pub instance: String,
+    /// The version the new one copies: `$Default`, `$Latest` or a number.
+    #[arg(long, default_value = "$Default")]
+    pub source_version: String,
+    /// Image without rebooting the instance. EC2 cannot then guarantee the file system's
+    /// integrity in the image: only for instances whose disks are quiet.
+    #[arg(long)]
+    pub no_reboot: bool,
+    #[command(flatten)]
+    pub prune: PruneOptions,
+    /// SSM parameter that gets the new AMI id (data type `aws:ec2:image`).
+    #[arg(long)]
+    pub ssm_parameter: Option<String>,
+    /// Fail if the image is not available within this many seconds (at most 48 h).
+    #[arg(long, default_value_t = 14_400, value_parser = clap::value_parser!(u64).range(60..=crate::image::command::MAX_AVAILABLE_WITHIN_SECS))]
+    pub available_within_secs: u64,
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneOptions {
+    /// Versions kept (the newest), besides the default, the latest and pinned ones.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub keep: u32,
+    /// Also deregister images this template's pipeline made that no remaining version or
+    /// launch configuration uses, and delete their snapshots.
+    #[arg(long)]
+    pub deregister: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunOptions {
+    /// Seconds between looks at a pending image.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=900))]
+    pub poll_secs: u64,
+    /// Print the calls that would change something instead of making them.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    #[command(flatten)]
+    pub template: TemplateArg,
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub template: TemplateArg,
+    #[command(flatten)]
+    pub prune: PruneOptions,
+    /// Print the calls that would change something instead of making them.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +204,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Status(args) => run_status(&cli.config, &args),
+        Command::Image(command) => run_image(&cli.config, command),
         Command::Validate => {
             match crate::config::ControllerConfig::load(&cli.config, &environment()) {
                 Ok(_) => {
@@ -164,6 +255,82 @@ fn run_status(config_path: &std::path::Path, args: &StatusArgs) -> ExitCode {
     match written {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(EXIT_IO, format_args!("status: writing the result: {e}")),
+    }
+}
+
+/// A pipeline that ended failed (the reason was printed).
+pub const EXIT_FAILED: u8 = 1;
+/// Not started now: another pipeline holds the template, or the request cannot be met
+/// (EX_TEMPFAIL).
+pub const EXIT_REFUSED: u8 = 75;
+
+fn run_image(config_path: &std::path::Path, command: ImageCommand) -> ExitCode {
+    use crate::image::command::{self, BakeRequest, Ended};
+    let config =
+        match crate::config::ControllerConfig::load_without_queue(config_path, &environment()) {
+            Ok(config) => config,
+            Err(error) => return fail(EXIT_CONFIG, format_args!("{error}")),
+        };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let outcome = runtime.block_on(async {
+        let sdk = lifeguard_common::aws::sdk_config(&config.aws_settings(), None).await;
+        let api = crate::image::aws::AwsImages::new(&sdk);
+        let poll = |run: &RunOptions| std::time::Duration::from_secs(run.poll_secs);
+        match command {
+            ImageCommand::Bake(args) => {
+                let request = BakeRequest {
+                    template: args.template.template,
+                    instance_id: args.instance,
+                    source_version: args.source_version,
+                    no_reboot: args.no_reboot,
+                    keep: args.prune.keep,
+                    parameter: args.ssm_parameter,
+                    deregister: args.prune.deregister,
+                    available_within: std::time::Duration::from_secs(args.available_within_secs),
+                    poll: poll(&args.run),
+                    dry_run: args.run.dry_run,
+                };
+                command::bake(&api, &request).await
+            }
+            ImageCommand::Resume(args) => {
+                command::resume(
+                    &api,
+                    &args.template.template,
+                    poll(&args.run),
+                    args.run.dry_run,
+                )
+                .await
+            }
+            ImageCommand::Prune(args) => {
+                command::prune_now(
+                    &api,
+                    &args.template.template,
+                    args.prune.keep,
+                    args.prune.deregister,
+                    args.dry_run,
+                )
+                .await
+            }
+            ImageCommand::Status(args) => match command::status(&api, &args.template).await {
+                Ok(json) => {
+                    let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+                    match writeln!(std::io::stdout().lock(), "{text}") {
+                        Ok(()) => Ok(Ended::Done),
+                        Err(e) => Ok(Ended::Refused(format!("writing the status: {e}"))),
+                    }
+                }
+                Err(ended) => Ok(ended),
+            },
+        }
+    });
+    match outcome {
+        Ok(Ended::Done) => ExitCode::SUCCESS,
+        Ok(Ended::Failed) => ExitCode::from(EXIT_FAILED),
+        Ok(Ended::Refused(why)) => fail(EXIT_REFUSED, format_args!("image: {why}")),
+        Err(error) => fail(EXIT_UNAVAILABLE, format_args!("image: {error}")),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod config;
 pub mod explain;
 pub mod fleet;
 pub mod http;
+pub mod image;
 pub mod marks;
 pub mod metrics;
 pub mod queue;

@@ -138,7 +138,7 @@ pub fn format_time(at: OffsetDateTime) -> String {
         .unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
-fn parse_time(value: &str) -> Option<OffsetDateTime> {
+pub fn parse_time(value: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(value, &Rfc3339).ok()
 }
 

@@ -78,10 +78,17 @@ pub async fn run_tasks(
     failure.map_or(Ok(()), Err)
 }
 
+/// 64 random bits without a dependency: std's hasher keys are random per process.
+pub fn random_bits() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
 /// This replica's name in the marks it writes: `LIFEGUARD_REPLICA_ID`, else host, pid and a
 /// random suffix (containers on host networking share host names and often pids).
 pub fn replica_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
     let chosen = std::env::var("LIFEGUARD_REPLICA_ID")
         .ok()
         .filter(|v| !v.trim().is_empty())
@@ -90,15 +97,11 @@ pub fn replica_id() -> String {
                 .ok()
                 .or_else(|| std::env::var("HOSTNAME").ok())
                 .unwrap_or_else(|| "controller".into());
-            // std's hasher keys are random per process: 32 random bits without a dependency.
-            let random = std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish();
             format!(
                 "{}-{}-{:08x}",
                 host.trim(),
                 std::process::id(),
-                random as u32
+                random_bits() as u32
             )
         });
     // Marks are space-separated words.

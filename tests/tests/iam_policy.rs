@@ -65,6 +65,12 @@ const NO_RESOURCE_LEVEL: &[&str] = &[
     "autoscaling:DescribeLifecycleHooks",
     "ec2:DescribeInstances",
     "ec2:DescribeTags",
+    "ec2:DescribeImages",
+    "ec2:DescribeLaunchTemplates",
+    "ec2:DescribeLaunchTemplateVersions",
+    "ec2:DescribeSnapshots",
+    "autoscaling:DescribeInstanceRefreshes",
+    "autoscaling:DescribeLaunchConfigurations",
     "ssm:GetCommandInvocation",
 ];
 
@@ -352,29 +358,40 @@ fn scope_problems(program: &Program) -> Vec<String> {
                     }
                 }
                 "ec2:CreateTags" => {
-                    let keys_limited = statement
-                        .condition
-                        .get("ForAllValues:StringLike")
-                        .and_then(|keys| keys.get("aws:TagKeys"))
-                        .map(strings)
-                        .is_some_and(|keys| {
-                            !keys.is_empty()
-                                && keys.iter().all(|key| key.starts_with("lifeguard:drain:"))
-                        });
-                    let keys_present = has_condition(statement, "Null", "aws:TagKeys", "false");
-                    if !keys_limited
-                        || !keys_present
-                        || !requires_managed_tag(statement, "aws:ResourceTag")
-                        || statement
-                            .resources
-                            .iter()
-                            .any(|r| !r.starts_with("arn:aws:ec2:") || !r.contains(":instance/"))
-                    {
-                        problems.push(format!(
-                            "{sid}: ec2:CreateTags must be on instances carrying {MANAGED_TAG}, \
-                             for lifeguard:drain:* keys only"
-                        ));
+                    if let Some(problem) = create_tags_problem(statement) {
+                        problems.push(format!("{sid}: {problem}"));
                     }
+                }
+                "ec2:CreateLaunchTemplateVersion"
+                | "ec2:ModifyLaunchTemplate"
+                | "ec2:DeleteLaunchTemplateVersions"
+                    if !requires_managed_tag(statement, "aws:ResourceTag")
+                        || !only_resources(statement, &[":launch-template/"]) =>
+                {
+                    problems.push(format!(
+                        "{sid}: {action} only on launch templates carrying {MANAGED_TAG}"
+                    ));
+                }
+                "ec2:DeregisterImage" | "ec2:DeleteSnapshot"
+                    if !has_condition(
+                        statement,
+                        "Null",
+                        "aws:ResourceTag/lifeguard:image:template",
+                        "false",
+                    ) || !only_resources(statement, &[":image/", ":snapshot/"]) =>
+                {
+                    problems.push(format!(
+                        "{sid}: {action} only on images and snapshots lifeguard's pipeline \
+                         made (tagged lifeguard:image:template)"
+                    ));
+                }
+                "ec2:CreateImage"
+                    if statement.resources.iter().any(|r| r.contains(":instance/"))
+                        && !requires_managed_tag(statement, "aws:ResourceTag") =>
+                {
+                    problems.push(format!(
+                        "{sid}: CreateImage only of instances carrying {MANAGED_TAG}"
+                    ));
                 }
                 action if action.starts_with("s3:") => {
                     for resource in &statement.resources {
@@ -512,6 +529,46 @@ fn an_instance_can_write_only_its_own_archives() {
         }
     }
     assert!(arn_matches("a*c?e", "abbbcde") && !arn_matches("a*c?e", "abbbce"));
+}
+
+/// Whether every resource of the statement is an EC2 ARN of one of `kinds` (`:instance/`…).
+fn only_resources(statement: &Statement, kinds: &[&str]) -> bool {
+    statement
+        .resources
+        .iter()
+        .all(|r| r.starts_with("arn:aws:ec2:") && kinds.iter().any(|k| r.contains(k)))
+}
+
+/// Tags are written in three shapes only: drain marks on managed instances, the image
+/// pipeline's record on managed launch templates, and the pipeline's tags on the images and
+/// snapshots it creates, at creation.
+fn create_tags_problem(statement: &Statement) -> Option<String> {
+    let keys: Vec<String> = statement
+        .condition
+        .get("ForAllValues:StringLike")
+        .and_then(|keys| keys.get("aws:TagKeys"))
+        .map(strings)
+        .unwrap_or_default();
+    let keys_under = |prefix: &str| !keys.is_empty() && keys.iter().all(|k| k.starts_with(prefix));
+    if !has_condition(statement, "Null", "aws:TagKeys", "false") {
+        return Some("ec2:CreateTags without the condition that tag keys are given".into());
+    }
+    let fits = if only_resources(statement, &[":instance/"]) {
+        keys_under("lifeguard:drain:") && requires_managed_tag(statement, "aws:ResourceTag")
+    } else if only_resources(statement, &[":launch-template/"]) {
+        keys_under("lifeguard:image:") && requires_managed_tag(statement, "aws:ResourceTag")
+    } else if only_resources(statement, &[":image/", ":snapshot/"]) {
+        keys_under("lifeguard:image:")
+            && has_condition(statement, "StringEquals", "ec2:CreateAction", "CreateImage")
+    } else {
+        false
+    };
+    (!fits).then(|| {
+        "ec2:CreateTags only as lifeguard:drain:* on managed instances, lifeguard:image:* on \
+         managed launch templates, or lifeguard:image:* on images and snapshots as CreateImage \
+         makes them"
+            .to_string()
+    })
 }
 
 /// The controller runs Run Command only through the document its policy names.

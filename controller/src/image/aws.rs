@@ -1,0 +1,496 @@
+//! [`ImageApi`] over the EC2, Auto Scaling and SSM SDK clients.
+
+use std::collections::{BTreeSet, HashMap};
+
+use aws_sdk_autoscaling::error::DisplayErrorContext;
+use aws_sdk_ec2::types::{Filter, RequestLaunchTemplateData, ResourceType, Tag, TagSpecification};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use lifeguard_common::aws::is_transient;
+
+use super::api::{
+    CreateImage, ImageApi, ImageState, ImageView, SnapshotView, TemplateView, VersionView,
+};
+use crate::fleet::FleetError;
+
+/// Instance refreshes in these states still hold the configuration they roll to, and the one
+/// they would roll back to.
+const UNFINISHED_REFRESH: [&str; 5] = [
+    "Pending",
+    "InProgress",
+    "Cancelling",
+    "RollbackInProgress",
+    "Baking",
+];
+
+pub struct AwsImages {
+    ec2: aws_sdk_ec2::Client,
+    autoscaling: aws_sdk_autoscaling::Client,
+    ssm: aws_sdk_ssm::Client,
+}
+
+impl AwsImages {
+    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+        AwsImages {
+            ec2: aws_sdk_ec2::Client::new(sdk),
+            autoscaling: aws_sdk_autoscaling::Client::new(sdk),
+            ssm: aws_sdk_ssm::Client::new(sdk),
+        }
+    }
+}
+
+fn failed<E>(
+    operation: &'static str,
+    subject: &str,
+    error: &SdkError<E, HttpResponse>,
+) -> FleetError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    FleetError {
+        operation,
+        subject: subject.to_string(),
+        transient: is_transient(error),
+        code: error
+            .as_service_error()
+            .and_then(|e| e.code())
+            .map(str::to_string),
+        message: DisplayErrorContext(error).to_string(),
+    }
+}
+
+fn code_is<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>, codes: &[&str]) -> bool {
+    error
+        .as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| codes.contains(&code))
+}
+
+fn tag_map(tags: &[Tag]) -> HashMap<String, String> {
+    tags.iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
+        .collect()
+}
+
+fn ec2_tags(tags: &[(String, String)]) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+fn image_view(image: &aws_sdk_ec2::types::Image) -> Option<ImageView> {
+    Some(ImageView {
+        id: image.image_id()?.to_string(),
+        name: image.name().unwrap_or_default().to_string(),
+        state: ImageState::parse(image.state().map_or("unknown", |s| s.as_str())),
+        reason: image
+            .state_reason()
+            .and_then(|r| r.message())
+            .map(str::to_string),
+        snapshot_ids: image
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()))
+            .map(str::to_string)
+            .collect(),
+        tags: tag_map(image.tags()),
+    })
+}
+
+/// A group or refresh names the template by id or by name; a number is a pin, `$Latest` and
+/// `$Default` are not.
+fn pin(
+    spec: Option<&aws_sdk_autoscaling::types::LaunchTemplateSpecification>,
+    template: &TemplateView,
+) -> Option<i64> {
+    let spec = spec?;
+    let names_it = spec.launch_template_id() == Some(template.id.as_str())
+        || spec.launch_template_name() == Some(template.name.as_str());
+    if !names_it {
+        return None;
+    }
+    spec.version()?.parse().ok()
+}
+
+impl ImageApi for AwsImages {
+    async fn template(&self, name_or_id: &str) -> Result<Option<TemplateView>, FleetError> {
+        let mut call = self.ec2.describe_launch_templates();
+        call = if name_or_id.starts_with("lt-") {
+            call.launch_template_ids(name_or_id)
+        } else {
+            call.launch_template_names(name_or_id)
+        };
+        let answer = match call.send().await {
+            Ok(answer) => answer,
+            Err(error)
+                if code_is(
+                    &error,
+                    &[
+                        "InvalidLaunchTemplateId.NotFound",
+                        "InvalidLaunchTemplateName.NotFoundException",
+                        "InvalidLaunchTemplateId.Malformed",
+                    ],
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(error) => return Err(failed("DescribeLaunchTemplates", name_or_id, &error)),
+        };
+        Ok(answer.launch_templates().first().and_then(|t| {
+            Some(TemplateView {
+                id: t.launch_template_id()?.to_string(),
+                name: t.launch_template_name().unwrap_or_default().to_string(),
+                default_version: t.default_version_number()?,
+                latest_version: t.latest_version_number()?,
+                tags: tag_map(t.tags()),
+            })
+        }))
+    }
+
+    async fn versions(&self, template_id: &str) -> Result<Vec<VersionView>, FleetError> {
+        let mut versions = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = self
+                .ec2
+                .describe_launch_template_versions()
+                .launch_template_id(template_id)
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| failed("DescribeLaunchTemplateVersions", template_id, &e))?;
+            for version in page.launch_template_versions() {
+                if let Some(number) = version.version_number() {
+                    versions.push(VersionView {
+                        number,
+                        image_id: version
+                            .launch_template_data()
+                            .and_then(|d| d.image_id())
+                            .map(str::to_string),
+                    });
+                }
+            }
+            match page.next_token() {
+                Some(token) if !token.is_empty() => next = Some(token.to_string()),
+                _ => return Ok(versions),
+            }
+        }
+    }
+
+    async fn tag_template(
+        &self,
+        template_id: &str,
+        tags: &[(String, String)],
+    ) -> Result<(), FleetError> {
+        self.ec2
+            .create_tags()
+            .resources(template_id)
+            .set_tags(Some(ec2_tags(tags)))
+            .send()
+            .await
+            .map_err(|e| failed("CreateTags", template_id, &e))?;
+        Ok(())
+    }
+
+    async fn image(&self, image_id: &str) -> Result<Option<ImageView>, FleetError> {
+        match self.ec2.describe_images().image_ids(image_id).send().await {
+            Ok(answer) => Ok(answer.images().first().and_then(image_view)),
+            Err(error)
+                if code_is(
+                    &error,
+                    &["InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"],
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(failed("DescribeImages", image_id, &error)),
+        }
+    }
+
+    async fn image_named(&self, name: &str) -> Result<Option<ImageView>, FleetError> {
+        let answer = self
+            .ec2
+            .describe_images()
+            .owners("self")
+            .filters(Filter::builder().name("name").values(name).build())
+            .send()
+            .await
+            .map_err(|e| failed("DescribeImages", name, &e))?;
+        Ok(answer.images().first().and_then(image_view))
+    }
+
+    async fn snapshots(&self, snapshot_ids: &[String]) -> Result<Vec<SnapshotView>, FleetError> {
+        if snapshot_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let answer = self
+            .ec2
+            .describe_snapshots()
+            .set_snapshot_ids(Some(snapshot_ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| failed("DescribeSnapshots", &snapshot_ids.join(","), &e))?;
+        Ok(answer
+            .snapshots()
+            .iter()
+            .filter_map(|s| {
+                Some(SnapshotView {
+                    id: s.snapshot_id()?.to_string(),
+                    state: s.state().map_or("unknown", |v| v.as_str()).to_string(),
+                    progress: s.progress().map(str::to_string),
+                })
+            })
+            .collect())
+    }
+
+    async fn create_image(&self, request: &CreateImage) -> Result<String, FleetError> {
+        let answer = self
+            .ec2
+            .create_image()
+            .instance_id(&request.instance_id)
+            .name(&request.name)
+            .description(&request.description)
+            .no_reboot(request.no_reboot)
+            // The snapshots carry the tags too: prune may delete only what the pipeline made.
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Image)
+                    .set_tags(Some(ec2_tags(&request.tags)))
+                    .build(),
+            )
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Snapshot)
+                    .set_tags(Some(ec2_tags(&request.tags)))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| failed("CreateImage", &request.instance_id, &e))?;
+        answer
+            .image_id()
+            .map(str::to_string)
+            .ok_or_else(|| FleetError {
+                operation: "CreateImage",
+                subject: request.instance_id.clone(),
+                message: "no image id in the answer".into(),
+                transient: true,
+                code: None,
+            })
+    }
+
+    async fn create_version(
+        &self,
+        template_id: &str,
+        source_version: i64,
+        image_id: &str,
+        client_token: &str,
+        description: &str,
+    ) -> Result<i64, FleetError> {
+        let answer = self
+            .ec2
+            .create_launch_template_version()
+            .launch_template_id(template_id)
+            .source_version(source_version.to_string())
+            .launch_template_data(
+                RequestLaunchTemplateData::builder()
+                    .image_id(image_id)
+                    .build(),
+            )
+            .client_token(client_token)
+            .version_description(description)
+            .send()
+            .await
+            .map_err(|e| failed("CreateLaunchTemplateVersion", template_id, &e))?;
+        answer
+            .launch_template_version()
+            .and_then(|v| v.version_number())
+            .ok_or_else(|| FleetError {
+                operation: "CreateLaunchTemplateVersion",
+                subject: template_id.to_string(),
+                message: "no version number in the answer".into(),
+                transient: true,
+                code: None,
+            })
+    }
+
+    async fn set_default_version(&self, template_id: &str, version: i64) -> Result<(), FleetError> {
+        self.ec2
+            .modify_launch_template()
+            .launch_template_id(template_id)
+            .default_version(version.to_string())
+            .send()
+            .await
+            .map_err(|e| failed("ModifyLaunchTemplate", template_id, &e))?;
+        Ok(())
+    }
+
+    async fn put_parameter(&self, name: &str, image_id: &str) -> Result<(), FleetError> {
+        self.ssm
+            .put_parameter()
+            .name(name)
+            .value(image_id)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .data_type("aws:ec2:image")
+            .overwrite(true)
+            .send()
+            .await
+            .map_err(|e| failed("PutParameter", name, &e))?;
+        Ok(())
+    }
+
+    async fn pinned_versions(&self, template: &TemplateView) -> Result<BTreeSet<i64>, FleetError> {
+        let mut pinned = BTreeSet::new();
+        let mut users = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = self
+                .autoscaling
+                .describe_auto_scaling_groups()
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| failed("DescribeAutoScalingGroups", &template.id, &e))?;
+            for group in page.auto_scaling_groups() {
+                let specs = [
+                    group.launch_template(),
+                    group
+                        .mixed_instances_policy()
+                        .and_then(|m| m.launch_template())
+                        .and_then(|l| l.launch_template_specification()),
+                ];
+                let mut uses = false;
+                for spec in specs.into_iter().flatten() {
+                    if spec.launch_template_id() == Some(template.id.as_str())
+                        || spec.launch_template_name() == Some(template.name.as_str())
+                    {
+                        uses = true;
+                    }
+                    pinned.extend(pin(Some(spec), template));
+                }
+                if uses && let Some(name) = group.auto_scaling_group_name() {
+                    users.push(name.to_string());
+                }
+            }
+            match page.next_token() {
+                Some(token) if !token.is_empty() => next = Some(token.to_string()),
+                _ => break,
+            }
+        }
+        // A refresh can roll a group to a version the group does not name yet.
+        for group in users {
+            let answer = self
+                .autoscaling
+                .describe_instance_refreshes()
+                .auto_scaling_group_name(&group)
+                .send()
+                .await
+                .map_err(|e| failed("DescribeInstanceRefreshes", &group, &e))?;
+            for refresh in answer.instance_refreshes() {
+                let unfinished = refresh
+                    .status()
+                    .is_some_and(|s| UNFINISHED_REFRESH.contains(&s.as_str()));
+                if !unfinished {
+                    continue;
+                }
+                let desired = refresh.desired_configuration();
+                let specs = [
+                    desired.and_then(|d| d.launch_template()),
+                    desired
+                        .and_then(|d| d.mixed_instances_policy())
+                        .and_then(|m| m.launch_template())
+                        .and_then(|l| l.launch_template_specification()),
+                ];
+                for spec in specs.into_iter().flatten() {
+                    pinned.extend(pin(Some(spec), template));
+                }
+            }
+        }
+        Ok(pinned)
+    }
+
+    async fn delete_versions(
+        &self,
+        template_id: &str,
+        versions: &[i64],
+    ) -> Result<Vec<(i64, String)>, FleetError> {
+        let mut refused = Vec::new();
+        // DeleteLaunchTemplateVersions takes up to 200 versions per call.
+        for batch in versions.chunks(200) {
+            let answer = self
+                .ec2
+                .delete_launch_template_versions()
+                .launch_template_id(template_id)
+                .set_versions(Some(batch.iter().map(i64::to_string).collect()))
+                .send()
+                .await
+                .map_err(|e| failed("DeleteLaunchTemplateVersions", template_id, &e))?;
+            for item in answer.unsuccessfully_deleted_launch_template_versions() {
+                if let Some(number) = item.version_number() {
+                    let why = item
+                        .response_error()
+                        .map(|e| {
+                            format!(
+                                "{}: {}",
+                                e.code().map_or("error", |c| c.as_str()),
+                                e.message().unwrap_or_default()
+                            )
+                        })
+                        .unwrap_or_default();
+                    refused.push((number, why));
+                }
+            }
+        }
+        Ok(refused)
+    }
+
+    async fn launch_configuration_images(&self) -> Result<BTreeSet<String>, FleetError> {
+        let mut images = BTreeSet::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = self
+                .autoscaling
+                .describe_launch_configurations()
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| failed("DescribeLaunchConfigurations", "all", &e))?;
+            images.extend(
+                page.launch_configurations()
+                    .iter()
+                    .filter_map(|c| c.image_id())
+                    .map(str::to_string),
+            );
+            match page.next_token() {
+                Some(token) if !token.is_empty() => next = Some(token.to_string()),
+                _ => return Ok(images),
+            }
+        }
+    }
+
+    async fn deregister_image(&self, image_id: &str) -> Result<(), FleetError> {
+        self.ec2
+            .deregister_image()
+            .image_id(image_id)
+            .send()
+            .await
+            .map_err(|e| failed("DeregisterImage", image_id, &e))?;
+        Ok(())
+    }
+
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), FleetError> {
+        self.ec2
+            .delete_snapshot()
+            .snapshot_id(snapshot_id)
+            .send()
+            .await
+            .map_err(|e| failed("DeleteSnapshot", snapshot_id, &e))?;
+        Ok(())
+    }
+}

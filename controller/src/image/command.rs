@@ -1,0 +1,332 @@
+//! `lifeguard-controller image bake|resume|prune|status`: the pipeline run from an operator's
+//! machine, with a live line while it waits and `--dry-run` printing the calls it would make.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+
+use super::api::{ImageApi, TemplateView};
+use super::dry_run::DryRun;
+use super::pipeline::{Pipeline, Stage, humanize};
+use super::prune::prune;
+use super::run::{Progress, drive, refuse_start};
+use crate::fleet::FleetError;
+
+/// The longest an image may take to become available: the 48 h a whole lifecycle action may
+/// last is far beyond any image.
+pub const MAX_AVAILABLE_WITHIN_SECS: u64 = 48 * 3600;
+
+/// What `image bake` asks for.
+#[derive(Debug, Clone)]
+pub struct BakeRequest {
+    pub template: String,
+    pub instance_id: String,
+    /// `$Default`, `$Latest` or a number.
+    pub source_version: String,
+    pub no_reboot: bool,
+    pub keep: u32,
+    pub parameter: Option<String>,
+    pub deregister: bool,
+    pub available_within: Duration,
+    pub poll: Duration,
+    pub dry_run: bool,
+}
+
+/// How a command ended, for the exit code.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    Done,
+    /// The pipeline failed; the reason was printed.
+    Failed,
+    /// Not started: another pipeline holds the template, or the request cannot be met.
+    Refused(String),
+}
+
+/// Terminal: one line rewritten in place while waiting. Otherwise: plain lines, a waiting line
+/// at most once a minute.
+pub struct Display {
+    started: Instant,
+    terminal: bool,
+    last_wait_line: Option<Instant>,
+    pending_line: bool,
+}
+
+impl Display {
+    pub fn new() -> Self {
+        Display {
+            started: Instant::now(),
+            terminal: std::io::stderr().is_terminal(),
+            last_wait_line: None,
+            pending_line: false,
+        }
+    }
+
+    fn line(&mut self, text: &str) {
+        let mut err = std::io::stderr().lock();
+        if self.pending_line {
+            let _ = write!(err, "\r\x1b[2K");
+            self.pending_line = false;
+        }
+        let _ = writeln!(err, "[{:>6}] {text}", humanize_std(self.started.elapsed()));
+    }
+}
+
+impl Default for Display {
+    fn default() -> Self {
+        Display::new()
+    }
+}
+
+fn humanize_std(elapsed: Duration) -> String {
+    humanize(time::Duration::try_from(elapsed).unwrap_or(time::Duration::ZERO))
+}
+
+impl Progress for Display {
+    fn event(&mut self, pipeline: &Pipeline, what: &str) {
+        let next = if pipeline.stage.is_running() {
+            format!(" (next: {})", pipeline.stage.as_str())
+        } else {
+            String::new()
+        };
+        self.line(&format!("{}: {what}{next}", pipeline.id));
+    }
+
+    fn waiting(&mut self, pipeline: &Pipeline, elapsed: time::Duration, detail: &str) {
+        let text = format!(
+            "{} {}: waiting {} ({detail})",
+            pipeline.id,
+            pipeline.stage.as_str(),
+            humanize(elapsed)
+        );
+        if self.terminal {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K{text}");
+            let _ = err.flush();
+            self.pending_line = true;
+        } else if self
+            .last_wait_line
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+        {
+            self.last_wait_line = Some(Instant::now());
+            self.line(&text);
+        }
+    }
+}
+
+/// `YYYYMMDDTHHMMSSZ-xxxx`.
+pub fn new_pipeline_id(now: OffsetDateTime) -> String {
+    let stamp = crate::marks::format_time(now).replace([':', '-'], "");
+    format!("{stamp}-{:04x}", crate::service::random_bits() as u16)
+}
+
+async fn find_template<A: ImageApi>(api: &A, name_or_id: &str) -> Result<TemplateView, Ended> {
+    match api.template(name_or_id).await {
+        Ok(Some(template)) => Ok(template),
+        Ok(None) => Err(Ended::Refused(format!("no launch template {name_or_id:?}"))),
+        Err(error) => Err(Ended::Refused(error.to_string())),
+    }
+}
+
+fn resolve_version(template: &TemplateView, asked: &str) -> Result<i64, String> {
+    match asked {
+        "$Default" => Ok(template.default_version),
+        "$Latest" => Ok(template.latest_version),
+        number => number
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=template.latest_version).contains(n))
+            .ok_or_else(|| {
+                format!(
+                    "source version {number:?}: $Default, $Latest or a number from 1 to {}",
+                    template.latest_version
+                )
+            }),
+    }
+}
+
+/// Starts a pipeline that bakes from an instance, and drives it to its end.
+pub async fn bake<A: ImageApi>(api: &A, request: &BakeRequest) -> Result<Ended, FleetError> {
+    let template = match find_template(api, &request.template).await {
+        Ok(template) => template,
+        Err(ended) => return Ok(ended),
+    };
+    match refuse_start(&template) {
+        Ok(None) => {}
+        Ok(Some(why)) => return Ok(Ended::Refused(why)),
+        Err(why) => {
+            return Ok(Ended::Refused(format!(
+                "the lifeguard:image:* tags of {} do not read as a pipeline ({why}); remove them to start afresh",
+                template.id
+            )));
+        }
+    }
+    let source_version = match resolve_version(&template, &request.source_version) {
+        Ok(version) => version,
+        Err(why) => return Ok(Ended::Refused(why)),
+    };
+    if let Some(parameter) = &request.parameter
+        && parameter.chars().count() > 256
+    {
+        return Ok(Ended::Refused(
+            "--ssm-parameter: at most 256 characters (it is kept in a tag)".into(),
+        ));
+    }
+    let now = OffsetDateTime::now_utc();
+    let within = time::Duration::try_from(request.available_within)
+        .unwrap_or(time::Duration::HOUR)
+        .min(time::Duration::seconds(
+            i64::try_from(MAX_AVAILABLE_WITHIN_SECS).unwrap_or(i64::MAX),
+        ));
+    let pipeline = Pipeline {
+        id: new_pipeline_id(now),
+        template_id: template.id.clone(),
+        stage: Stage::Bake,
+        instance_id: Some(request.instance_id.clone()),
+        no_reboot: request.no_reboot,
+        source_version,
+        image_id: None,
+        new_version: None,
+        started_at: now,
+        available_by: now + within,
+        keep: request.keep,
+        parameter: request.parameter.clone(),
+        deregister: request.deregister,
+        reason: None,
+    };
+    run_to_end(api, pipeline, request.poll, request.dry_run).await
+}
+
+/// Drives the pipeline recorded on the template from where it stopped.
+pub async fn resume<A: ImageApi>(
+    api: &A,
+    template: &str,
+    poll: Duration,
+    dry_run: bool,
+) -> Result<Ended, FleetError> {
+    let template = match find_template(api, template).await {
+        Ok(template) => template,
+        Err(ended) => return Ok(ended),
+    };
+    match Pipeline::from_tags(&template.id, &template.tags) {
+        Ok(Some(pipeline)) if pipeline.stage.is_running() => {
+            run_to_end(api, pipeline, poll, dry_run).await
+        }
+        Ok(Some(pipeline)) => Ok(Ended::Refused(format!(
+            "pipeline {} on {} already ended: {}",
+            pipeline.id,
+            template.name,
+            pipeline.stage.as_str()
+        ))),
+        Ok(None) => Ok(Ended::Refused(format!("no pipeline on {}", template.name))),
+        Err(why) => Ok(Ended::Refused(format!(
+            "the lifeguard:image:* tags of {} do not read as a pipeline: {why}",
+            template.id
+        ))),
+    }
+}
+
+async fn run_to_end<A: ImageApi>(
+    api: &A,
+    pipeline: Pipeline,
+    poll: Duration,
+    dry_run: bool,
+) -> Result<Ended, FleetError> {
+    let mut display = Display::new();
+    let ended = if dry_run {
+        let dry = DryRun::new(api);
+        let ended = drive(&dry, pipeline, poll, &mut display).await?;
+        print_calls(&dry.calls());
+        ended
+    } else {
+        drive(api, pipeline, poll, &mut display).await?
+    };
+    Ok(match ended.stage {
+        Stage::Done => Ended::Done,
+        _ => {
+            eprintln!(
+                "lifeguard-controller: image pipeline {} failed: {}",
+                ended.id,
+                ended.reason.as_deref().unwrap_or("no reason recorded")
+            );
+            Ended::Failed
+        }
+    })
+}
+
+fn print_calls(calls: &[String]) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "dry run: the calls that would change something, in order:"
+    );
+    for call in calls {
+        let _ = writeln!(out, "  {call}");
+    }
+}
+
+/// Prunes the template's versions now.
+pub async fn prune_now<A: ImageApi>(
+    api: &A,
+    template: &str,
+    keep: u32,
+    deregister: bool,
+    dry_run: bool,
+) -> Result<Ended, FleetError> {
+    let template = match find_template(api, template).await {
+        Ok(template) => template,
+        Err(ended) => return Ok(ended),
+    };
+    let pruned = if dry_run {
+        let dry = DryRun::new(api);
+        let pruned = prune(&dry, &template, keep, deregister).await?;
+        print_calls(&dry.calls());
+        pruned
+    } else {
+        prune(api, &template, keep, deregister).await?
+    };
+    if !dry_run {
+        println!(
+            "{}: deleted versions {:?}; deregistered {:?}; deleted snapshots {:?}",
+            template.name, pruned.versions, pruned.images, pruned.snapshots
+        );
+    }
+    for (version, why) in &pruned.refused {
+        eprintln!("lifeguard-controller: EC2 kept version {version}: {why}");
+    }
+    Ok(Ended::Done)
+}
+
+/// The template's versions and its pipeline, as JSON.
+pub async fn status<A: ImageApi>(api: &A, template: &str) -> Result<serde_json::Value, Ended> {
+    let template = find_template(api, template).await?;
+    let versions = api
+        .versions(&template.id)
+        .await
+        .map_err(|e| Ended::Refused(e.to_string()))?;
+    let pipeline = Pipeline::from_tags(&template.id, &template.tags);
+    Ok(serde_json::json!({
+        "template_id": template.id,
+        "template_name": template.name,
+        "default_version": template.default_version,
+        "latest_version": template.latest_version,
+        "versions": versions.iter().map(|v| serde_json::json!({
+            "number": v.number,
+            "image_id": v.image_id,
+        })).collect::<Vec<_>>(),
+        "pipeline": match pipeline {
+            Ok(Some(p)) => serde_json::json!({
+                "id": p.id,
+                "stage": p.stage.as_str(),
+                "image_id": p.image_id,
+                "source_version": p.source_version,
+                "new_version": p.new_version,
+                "started_at": crate::marks::format_time(p.started_at),
+                "available_by": crate::marks::format_time(p.available_by),
+                "reason": p.reason,
+            }),
+            Ok(None) => serde_json::Value::Null,
+            Err(why) => serde_json::json!({ "unreadable": why }),
+        },
+    }))
+}

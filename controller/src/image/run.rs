@@ -1,0 +1,245 @@
+//! Drives a pipeline to its end for an operator's command: each step's effect is recorded in the
+//! template's tags before the next, so a run that is killed can be resumed where it stopped.
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::api::{CreateImage, ImageApi, TemplateView};
+use super::pipeline::{
+    IMAGE_PIPELINE_TAG, IMAGE_TEMPLATE_TAG, Pipeline, Stage, Step, decide, humanize,
+};
+use super::prune::prune;
+use crate::fleet::FleetError;
+
+/// Transient AWS errors in a row before the run gives up (the record stays where it was, to be
+/// resumed).
+const MAX_TRANSIENT_IN_A_ROW: u32 = 10;
+
+/// What the run tells whoever watches it.
+pub trait Progress {
+    /// A stage began or a step was done.
+    fn event(&mut self, pipeline: &Pipeline, what: &str);
+    /// Still waiting for the image: its state and its snapshots' progress.
+    fn waiting(&mut self, pipeline: &Pipeline, elapsed: time::Duration, detail: &str);
+}
+
+/// Runs `pipeline` until it is done or failed; returns its final record. An error is a call
+/// that kept failing: the record in the template's tags says where to resume.
+pub async fn drive<A: ImageApi>(
+    api: &A,
+    mut pipeline: Pipeline,
+    poll: Duration,
+    progress: &mut impl Progress,
+) -> Result<Pipeline, FleetError> {
+    let mut transient_in_a_row = 0;
+    loop {
+        match advance(api, &mut pipeline, poll, progress).await {
+            Ok(true) => return Ok(pipeline),
+            Ok(false) => transient_in_a_row = 0,
+            Err(error) if error.transient && transient_in_a_row < MAX_TRANSIENT_IN_A_ROW => {
+                transient_in_a_row += 1;
+                progress.event(&pipeline, &format!("{error}; trying again"));
+                tokio::time::sleep(poll).await;
+            }
+            Err(error) if error.transient => return Err(error),
+            Err(error) => {
+                // A refusal (permissions, a bad id, a limit) does not heal by itself: the
+                // pipeline ends and says why.
+                fail(api, &mut pipeline, error.to_string()).await?;
+                progress.event(&pipeline, "failed");
+                return Ok(pipeline);
+            }
+        }
+    }
+}
+
+/// One step; `true` once the pipeline has ended.
+async fn advance<A: ImageApi>(
+    api: &A,
+    pipeline: &mut Pipeline,
+    poll: Duration,
+    progress: &mut impl Progress,
+) -> Result<bool, FleetError> {
+    let image = match (&pipeline.image_id, pipeline.stage) {
+        (Some(id), _) => api.image(id).await?,
+        (None, Stage::Bake) => api.image_named(&pipeline.image_name()).await?,
+        (None, _) => None,
+    };
+    let now = OffsetDateTime::now_utc();
+    let poll_for = time::Duration::try_from(poll).unwrap_or(time::Duration::MINUTE);
+    match decide(pipeline, image.as_ref(), now, poll_for) {
+        Step::CreateImage => {
+            let Some(instance_id) = pipeline.instance_id.clone() else {
+                return Err(refused(pipeline, "CreateImage", "no instance to image"));
+            };
+            let request = CreateImage {
+                instance_id: instance_id.clone(),
+                name: pipeline.image_name(),
+                description: format!(
+                    "lifeguard image pipeline {} for {}",
+                    pipeline.id, pipeline.template_id
+                ),
+                no_reboot: pipeline.no_reboot,
+                tags: vec![
+                    (IMAGE_TEMPLATE_TAG.to_string(), pipeline.template_id.clone()),
+                    (IMAGE_PIPELINE_TAG.to_string(), pipeline.id.clone()),
+                ],
+            };
+            let image_id = api.create_image(&request).await?;
+            pipeline.image_id = Some(image_id.clone());
+            save(api, pipeline, Stage::AwaitAvailable).await?;
+            progress.event(
+                pipeline,
+                &format!("image {image_id} of {instance_id} requested"),
+            );
+        }
+        Step::AdoptImage { image_id } => {
+            pipeline.image_id = Some(image_id.clone());
+            save(api, pipeline, Stage::AwaitAvailable).await?;
+            progress.event(pipeline, &format!("image {image_id} found by its name"));
+        }
+        Step::Wait { until } => {
+            let detail = match &image {
+                Some(image) => {
+                    let snapshots = api.snapshots(&image.snapshot_ids).await?;
+                    let mut detail = format!("{} {}", image.id, image.state.as_str());
+                    for snapshot in snapshots {
+                        detail.push_str(&format!(
+                            ", {} {}",
+                            snapshot.id,
+                            snapshot.progress.as_deref().unwrap_or(&snapshot.state)
+                        ));
+                    }
+                    detail
+                }
+                None => String::new(),
+            };
+            progress.waiting(pipeline, now - pipeline.started_at, &detail);
+            let wait = (until - now).max(time::Duration::ZERO);
+            tokio::time::sleep(Duration::try_from(wait).unwrap_or(poll)).await;
+        }
+        Step::CreateVersion { image_id } => {
+            if pipeline.stage != Stage::Version {
+                save(api, pipeline, Stage::Version).await?;
+                progress.event(pipeline, &format!("image {image_id} available"));
+            }
+            let version = api
+                .create_version(
+                    &pipeline.template_id,
+                    pipeline.source_version,
+                    &image_id,
+                    &pipeline.id,
+                    &format!("lifeguard: {image_id} (pipeline {})", pipeline.id),
+                )
+                .await?;
+            pipeline.new_version = Some(version);
+            save(api, pipeline, Stage::Promote).await?;
+            progress.event(
+                pipeline,
+                &format!(
+                    "version {version} from version {} with image {image_id}",
+                    pipeline.source_version
+                ),
+            );
+        }
+        Step::Promote { version, image_id } => {
+            api.set_default_version(&pipeline.template_id, version)
+                .await?;
+            if let Some(parameter) = &pipeline.parameter {
+                api.put_parameter(parameter, &image_id).await?;
+            }
+            save(api, pipeline, Stage::Prune).await?;
+            progress.event(
+                pipeline,
+                &match &pipeline.parameter {
+                    Some(parameter) => {
+                        format!("version {version} is the default; {parameter} = {image_id}")
+                    }
+                    None => format!("version {version} is the default"),
+                },
+            );
+        }
+        Step::Prune => {
+            let template = template_of(api, pipeline).await?;
+            let pruned = prune(api, &template, pipeline.keep, pipeline.deregister).await?;
+            save(api, pipeline, Stage::Done).await?;
+            progress.event(
+                pipeline,
+                &format!(
+                    "pruned versions {:?}, images {:?}, snapshots {:?}{}; done in {}",
+                    pruned.versions,
+                    pruned.images,
+                    pruned.snapshots,
+                    if pruned.refused.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (EC2 kept {:?})", pruned.refused)
+                    },
+                    humanize(OffsetDateTime::now_utc() - pipeline.started_at)
+                ),
+            );
+        }
+        Step::Fail { reason } => {
+            fail(api, pipeline, reason).await?;
+            progress.event(pipeline, "failed");
+            return Ok(true);
+        }
+        Step::Finished => return Ok(true),
+    }
+    Ok(false)
+}
+
+async fn save<A: ImageApi>(
+    api: &A,
+    pipeline: &mut Pipeline,
+    stage: Stage,
+) -> Result<(), FleetError> {
+    pipeline.stage = stage;
+    api.tag_template(&pipeline.template_id, &pipeline.to_tags())
+        .await
+}
+
+async fn fail<A: ImageApi>(
+    api: &A,
+    pipeline: &mut Pipeline,
+    reason: String,
+) -> Result<(), FleetError> {
+    pipeline.reason = Some(reason);
+    save(api, pipeline, Stage::Failed).await
+}
+
+async fn template_of<A: ImageApi>(
+    api: &A,
+    pipeline: &Pipeline,
+) -> Result<TemplateView, FleetError> {
+    api.template(&pipeline.template_id)
+        .await?
+        .ok_or_else(|| refused(pipeline, "DescribeLaunchTemplates", "the template is gone"))
+}
+
+fn refused(pipeline: &Pipeline, operation: &'static str, message: &str) -> FleetError {
+    FleetError {
+        operation,
+        subject: pipeline.template_id.clone(),
+        message: message.to_string(),
+        transient: false,
+        code: None,
+    }
+}
+
+/// Why a new pipeline may not start on this template now, if it may not.
+pub fn refuse_start(template: &TemplateView) -> Result<Option<String>, String> {
+    match Pipeline::from_tags(&template.id, &template.tags)? {
+        Some(running) if running.stage.is_running() => Ok(Some(format!(
+            "pipeline {} on {} ({}) is at stage {} since {}; resume it with `image resume --template {}`",
+            running.id,
+            template.name,
+            template.id,
+            running.stage.as_str(),
+            crate::marks::format_time(running.started_at),
+            template.name
+        ))),
+        _ => Ok(None),
+    }
+}

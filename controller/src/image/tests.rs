@@ -1,0 +1,509 @@
+//! The pipeline's step function, its record, prune's choice and the driver against an in-memory
+//! EC2.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+use super::api::*;
+use super::dry_run::{DryRun, STAND_IN_IMAGE};
+use super::pipeline::*;
+use super::prune::{prunable, prune};
+use super::run::{Progress, drive, refuse_start};
+use crate::fleet::FleetError;
+
+const T0: OffsetDateTime = datetime!(2026-12-03 10:00:00 UTC);
+const POLL: time::Duration = time::Duration::seconds(15);
+
+fn pipeline(stage: Stage) -> Pipeline {
+    Pipeline {
+        id: "20261203T100000Z-beef".into(),
+        template_id: "lt-0123456789abcdef0".into(),
+        stage,
+        instance_id: Some("i-0123456789abcdef0".into()),
+        no_reboot: false,
+        source_version: 3,
+        image_id: None,
+        new_version: None,
+        started_at: T0,
+        available_by: T0 + time::Duration::hours(4),
+        keep: 3,
+        parameter: Some("/fleet/web/latestAmi".into()),
+        deregister: true,
+        reason: None,
+    }
+}
+
+fn image(state: ImageState) -> ImageView {
+    ImageView {
+        id: "ami-0aaa".into(),
+        name: "lifeguard-lt-0123456789abcdef0-20261203T100000Z-beef".into(),
+        state,
+        reason: None,
+        snapshot_ids: vec!["snap-1".into()],
+        tags: HashMap::new(),
+    }
+}
+
+#[test]
+fn bake_creates_once_and_adopts_an_image_a_killed_run_made() {
+    let p = pipeline(Stage::Bake);
+    assert_eq!(decide(&p, None, T0, POLL), Step::CreateImage);
+    assert_eq!(
+        decide(&p, Some(&image(ImageState::Pending)), T0, POLL),
+        Step::AdoptImage {
+            image_id: "ami-0aaa".into()
+        }
+    );
+}
+
+#[test]
+fn a_template_never_gets_an_image_that_is_not_available() {
+    let mut p = pipeline(Stage::AwaitAvailable);
+    p.image_id = Some("ami-0aaa".into());
+    let at = T0 + time::Duration::minutes(20);
+    assert_eq!(
+        decide(&p, Some(&image(ImageState::Pending)), at, POLL),
+        Step::Wait { until: at + POLL }
+    );
+    assert_eq!(
+        decide(&p, Some(&image(ImageState::Available)), at, POLL),
+        Step::CreateVersion {
+            image_id: "ami-0aaa".into()
+        }
+    );
+    let mut failed = image(ImageState::Failed);
+    failed.reason = Some("Client.InternalError".into());
+    let Step::Fail { reason } = decide(&p, Some(&failed), at, POLL) else {
+        panic!("a failed image must stop the pipeline");
+    };
+    assert!(reason.contains("failed: Client.InternalError"), "{reason}");
+    // At the deadline a pending image fails the pipeline; before it, the wait ends there.
+    let late = p.available_by - time::Duration::seconds(5);
+    assert_eq!(
+        decide(&p, Some(&image(ImageState::Pending)), late, POLL),
+        Step::Wait {
+            until: p.available_by
+        }
+    );
+    assert!(matches!(
+        decide(&p, Some(&image(ImageState::Pending)), p.available_by, POLL),
+        Step::Fail { .. }
+    ));
+    // The version stage checks again.
+    p.stage = Stage::Version;
+    assert!(matches!(
+        decide(
+            &p,
+            Some(&image(ImageState::Other("deregistered".into()))),
+            at,
+            POLL
+        ),
+        Step::Fail { .. }
+    ));
+    assert!(matches!(decide(&p, None, at, POLL), Step::Fail { .. }));
+}
+
+#[test]
+fn the_record_survives_a_round_trip_through_tags() {
+    let mut p = pipeline(Stage::Promote);
+    p.image_id = Some("ami-0aaa".into());
+    p.new_version = Some(7);
+    p.reason = Some("é".repeat(300));
+    let tags: HashMap<String, String> = p.to_tags().into_iter().collect();
+    assert!(tags.values().all(|v| v.chars().count() <= 256));
+    let back = Pipeline::from_tags(&p.template_id, &tags).unwrap().unwrap();
+    assert_eq!(back.reason.as_deref().map(|r| r.chars().count()), Some(256));
+    assert_eq!(
+        Pipeline {
+            reason: None,
+            ..back
+        },
+        Pipeline { reason: None, ..p }
+    );
+    assert_eq!(Pipeline::from_tags("lt-1", &HashMap::new()), Ok(None));
+    let mut broken = tags.clone();
+    broken.insert("lifeguard:image:stage".into(), "sideways".into());
+    assert!(Pipeline::from_tags("lt-1", &broken).is_err());
+}
+
+fn template(default: i64, latest: i64) -> TemplateView {
+    TemplateView {
+        id: "lt-0123456789abcdef0".into(),
+        name: "web".into(),
+        default_version: default,
+        latest_version: latest,
+        tags: HashMap::new(),
+    }
+}
+
+fn versions(numbers: impl IntoIterator<Item = i64>) -> Vec<VersionView> {
+    numbers
+        .into_iter()
+        .map(|number| VersionView {
+            number,
+            image_id: Some(format!("ami-{number}")),
+        })
+        .collect()
+}
+
+#[test]
+fn prune_keeps_the_newest_the_default_the_latest_and_the_pinned() {
+    let all = versions(1..=10);
+    // Default is old (2), a group pins 4: keep 3 newest (10, 9, 8) plus those.
+    let doomed = prunable(&all, &template(2, 10), &BTreeSet::from([4]), 3);
+    assert_eq!(doomed, vec![1, 3, 5, 6, 7]);
+    assert!(prunable(&all, &template(10, 10), &BTreeSet::new(), 10).is_empty());
+    assert_eq!(
+        prunable(&all, &template(10, 10), &BTreeSet::new(), 1),
+        (1..=9).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_second_pipeline_is_refused_while_one_runs() {
+    let mut t = template(1, 1);
+    assert_eq!(refuse_start(&t), Ok(None));
+    t.tags = pipeline(Stage::AwaitAvailable)
+        .to_tags()
+        .into_iter()
+        .collect();
+    let why = refuse_start(&t).unwrap().unwrap();
+    assert!(
+        why.contains("20261203T100000Z-beef") && why.contains("await-available"),
+        "{why}"
+    );
+    t.tags = pipeline(Stage::Done).to_tags().into_iter().collect();
+    assert_eq!(refuse_start(&t), Ok(None));
+}
+
+/// EC2 in memory: the image turns available after `pending_looks` looks.
+struct FakeEc2 {
+    state: Mutex<FakeState>,
+}
+
+struct FakeState {
+    template: TemplateView,
+    versions: Vec<VersionView>,
+    images: HashMap<String, (ImageView, u32)>,
+    /// Looks before a new image is available; `None`: it fails.
+    pending_looks: Option<u32>,
+    tokens: HashMap<String, i64>,
+    parameter: Option<(String, String)>,
+    calls: Vec<String>,
+}
+
+impl FakeEc2 {
+    fn new(pending_looks: Option<u32>) -> Self {
+        FakeEc2 {
+            state: Mutex::new(FakeState {
+                template: template(3, 3),
+                versions: versions(1..=3),
+                images: HashMap::new(),
+                pending_looks,
+                tokens: HashMap::new(),
+                parameter: None,
+                calls: Vec::new(),
+            }),
+        }
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.state.lock().unwrap().calls.clone()
+    }
+}
+
+impl ImageApi for FakeEc2 {
+    async fn template(&self, _name_or_id: &str) -> Result<Option<TemplateView>, FleetError> {
+        Ok(Some(self.state.lock().unwrap().template.clone()))
+    }
+    async fn versions(&self, _template_id: &str) -> Result<Vec<VersionView>, FleetError> {
+        Ok(self.state.lock().unwrap().versions.clone())
+    }
+    async fn tag_template(
+        &self,
+        _template_id: &str,
+        tags: &[(String, String)],
+    ) -> Result<(), FleetError> {
+        let mut s = self.state.lock().unwrap();
+        s.template.tags.extend(tags.iter().cloned());
+        s.calls.push("CreateTags".into());
+        Ok(())
+    }
+    async fn image(&self, image_id: &str) -> Result<Option<ImageView>, FleetError> {
+        let mut s = self.state.lock().unwrap();
+        let pending_looks = s.pending_looks;
+        Ok(s.images.get_mut(image_id).map(|(view, looks)| {
+            *looks += 1;
+            view.state = match pending_looks {
+                Some(n) if *looks > n => ImageState::Available,
+                Some(_) => ImageState::Pending,
+                None => ImageState::Failed,
+            };
+            view.clone()
+        }))
+    }
+    async fn image_named(&self, name: &str) -> Result<Option<ImageView>, FleetError> {
+        let s = self.state.lock().unwrap();
+        Ok(s.images
+            .values()
+            .find(|(v, _)| v.name == name)
+            .map(|(v, _)| v.clone()))
+    }
+    async fn snapshots(&self, ids: &[String]) -> Result<Vec<SnapshotView>, FleetError> {
+        Ok(ids
+            .iter()
+            .map(|id| SnapshotView {
+                id: id.clone(),
+                state: "pending".into(),
+                progress: Some("40%".into()),
+            })
+            .collect())
+    }
+    async fn create_image(&self, request: &CreateImage) -> Result<String, FleetError> {
+        let mut s = self.state.lock().unwrap();
+        s.calls.push(format!("CreateImage {}", request.instance_id));
+        let mut view = image(ImageState::Pending);
+        view.name = request.name.clone();
+        view.tags = request.tags.iter().cloned().collect();
+        s.images.insert(view.id.clone(), (view, 0));
+        Ok("ami-0aaa".into())
+    }
+    async fn create_version(
+        &self,
+        _template_id: &str,
+        source_version: i64,
+        image_id: &str,
+        client_token: &str,
+        _description: &str,
+    ) -> Result<i64, FleetError> {
+        let mut s = self.state.lock().unwrap();
+        s.calls.push(format!(
+            "CreateLaunchTemplateVersion {source_version} {image_id}"
+        ));
+        if let Some(number) = s.tokens.get(client_token) {
+            return Ok(*number);
+        }
+        let number = s.template.latest_version + 1;
+        s.template.latest_version = number;
+        s.versions.push(VersionView {
+            number,
+            image_id: Some(image_id.into()),
+        });
+        s.tokens.insert(client_token.into(), number);
+        Ok(number)
+    }
+    async fn set_default_version(&self, _t: &str, version: i64) -> Result<(), FleetError> {
+        let mut s = self.state.lock().unwrap();
+        s.calls.push(format!("ModifyLaunchTemplate {version}"));
+        s.template.default_version = version;
+        Ok(())
+    }
+    async fn put_parameter(&self, name: &str, image_id: &str) -> Result<(), FleetError> {
+        let mut s = self.state.lock().unwrap();
+        s.calls.push(format!("PutParameter {name}"));
+        s.parameter = Some((name.into(), image_id.into()));
+        Ok(())
+    }
+    async fn pinned_versions(&self, _t: &TemplateView) -> Result<BTreeSet<i64>, FleetError> {
+        Ok(BTreeSet::new())
+    }
+    async fn delete_versions(
+        &self,
+        _t: &str,
+        versions: &[i64],
+    ) -> Result<Vec<(i64, String)>, FleetError> {
+        let mut s = self.state.lock().unwrap();
+        s.calls
+            .push(format!("DeleteLaunchTemplateVersions {versions:?}"));
+        s.versions.retain(|v| !versions.contains(&v.number));
+        Ok(Vec::new())
+    }
+    async fn launch_configuration_images(&self) -> Result<BTreeSet<String>, FleetError> {
+        Ok(BTreeSet::new())
+    }
+    async fn deregister_image(&self, image_id: &str) -> Result<(), FleetError> {
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .push(format!("DeregisterImage {image_id}"));
+        Ok(())
+    }
+    async fn delete_snapshot(&self, id: &str) -> Result<(), FleetError> {
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .push(format!("DeleteSnapshot {id}"));
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Seen {
+    events: Vec<String>,
+    waits: Vec<String>,
+}
+
+impl Progress for Seen {
+    fn event(&mut self, pipeline: &Pipeline, what: &str) {
+        self.events
+            .push(format!("{}: {what}", pipeline.stage.as_str()));
+    }
+    fn waiting(&mut self, _pipeline: &Pipeline, _elapsed: time::Duration, detail: &str) {
+        self.waits.push(detail.to_string());
+    }
+}
+
+fn fresh(stage: Stage) -> Pipeline {
+    let mut p = pipeline(stage);
+    p.started_at = OffsetDateTime::now_utc();
+    p.available_by = p.started_at + time::Duration::hours(1);
+    p.keep = 2;
+    p.deregister = false;
+    p
+}
+
+#[tokio::test]
+async fn the_driver_bakes_waits_versions_promotes_and_prunes_in_order() {
+    let ec2 = FakeEc2::new(Some(2));
+    let mut seen = Seen::default();
+    let ended = drive(
+        &ec2,
+        fresh(Stage::Bake),
+        Duration::from_millis(1),
+        &mut seen,
+    )
+    .await
+    .unwrap();
+    assert_eq!(ended.stage, Stage::Done, "{:?}", seen.events);
+    assert_eq!(ended.new_version, Some(4));
+    let calls: Vec<String> = ec2
+        .calls()
+        .into_iter()
+        .filter(|c| c != "CreateTags")
+        .collect();
+    assert_eq!(
+        calls,
+        vec![
+            "CreateImage i-0123456789abcdef0",
+            "CreateLaunchTemplateVersion 3 ami-0aaa",
+            "ModifyLaunchTemplate 4",
+            "PutParameter /fleet/web/latestAmi",
+            "DeleteLaunchTemplateVersions [1, 2]",
+        ]
+    );
+    assert_eq!(seen.waits.len(), 2, "{:?}", seen.waits);
+    assert!(seen.waits[0].contains("snap-1 40%"), "{:?}", seen.waits);
+    let s = ec2.state.lock().unwrap();
+    assert_eq!(s.template.default_version, 4);
+    let stored = Pipeline::from_tags(&s.template.id, &s.template.tags)
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.stage, Stage::Done);
+}
+
+#[tokio::test]
+async fn a_failed_image_leaves_the_template_untouched() {
+    let ec2 = FakeEc2::new(None);
+    let mut seen = Seen::default();
+    let ended = drive(
+        &ec2,
+        fresh(Stage::Bake),
+        Duration::from_millis(1),
+        &mut seen,
+    )
+    .await
+    .unwrap();
+    assert_eq!(ended.stage, Stage::Failed);
+    assert!(ended.reason.as_deref().unwrap().contains("failed"));
+    let calls = ec2.calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("CreateLaunchTemplateVersion")
+                || c.starts_with("ModifyLaunchTemplate")
+                || c.starts_with("PutParameter")),
+        "{calls:?}"
+    );
+    assert_eq!(ec2.state.lock().unwrap().template.default_version, 3);
+}
+
+#[tokio::test]
+async fn a_resumed_version_stage_reuses_the_version_its_token_made() {
+    let ec2 = FakeEc2::new(Some(0));
+    let mut seen = Seen::default();
+    // A first run made the version and was killed before recording it.
+    let mut p = fresh(Stage::Bake);
+    drive(&ec2, p.clone(), Duration::from_millis(1), &mut seen)
+        .await
+        .unwrap();
+    p.stage = Stage::Version;
+    p.image_id = Some("ami-0aaa".into());
+    let ended = drive(&ec2, p, Duration::from_millis(1), &mut seen)
+        .await
+        .unwrap();
+    assert_eq!(ended.new_version, Some(4));
+    assert_eq!(ec2.state.lock().unwrap().template.latest_version, 4);
+}
+
+#[tokio::test]
+async fn a_dry_run_changes_nothing_and_lists_every_change() {
+    let ec2 = FakeEc2::new(Some(1));
+    let dry = DryRun::new(&ec2);
+    let mut seen = Seen::default();
+    let ended = drive(
+        &dry,
+        fresh(Stage::Bake),
+        Duration::from_millis(1),
+        &mut seen,
+    )
+    .await
+    .unwrap();
+    assert_eq!(ended.stage, Stage::Done);
+    assert!(ec2.calls().is_empty(), "{:?}", ec2.calls());
+    let planned = dry.calls();
+    let kinds: Vec<&str> = planned
+        .iter()
+        .map(|c| c.split_whitespace().nth(1).unwrap_or_default())
+        .filter(|k| *k != "CreateTags")
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "CreateImage",
+            "CreateLaunchTemplateVersion",
+            "ModifyLaunchTemplate",
+            "PutParameter",
+            "DeleteLaunchTemplateVersions"
+        ]
+    );
+    assert!(planned.iter().any(|c| c.contains(STAND_IN_IMAGE)));
+}
+
+#[tokio::test]
+async fn prune_deregisters_only_images_lifeguard_made_for_the_template() {
+    let ec2 = FakeEc2::new(Some(0));
+    {
+        let mut s = ec2.state.lock().unwrap();
+        for (id, ours) in [("ami-1", true), ("ami-2", false)] {
+            let mut view = image(ImageState::Available);
+            view.id = id.into();
+            view.snapshot_ids = vec![format!("snap-{id}")];
+            if ours {
+                view.tags
+                    .insert(IMAGE_TEMPLATE_TAG.into(), s.template.id.clone());
+            }
+            s.images.insert(id.into(), (view, 0));
+        }
+    }
+    let t = ec2.state.lock().unwrap().template.clone();
+    let pruned = prune(&ec2, &t, 1, true).await.unwrap();
+    assert_eq!(pruned.versions, vec![1, 2]);
+    assert_eq!(pruned.images, vec!["ami-1".to_string()]);
+    assert_eq!(pruned.snapshots, vec!["snap-ami-1".to_string()]);
+}
