@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from moto.core.responses import ActionResult
-from moto.ec2.exceptions import InvalidParameterCombination, MissingParameterError
+from moto.ec2.exceptions import EC2ClientError, InvalidParameterCombination, MissingParameterError
 from moto.ec2.responses import EC2Response
 
-from . import launch_templates
+from . import launch_templates, snapshots
 from .state import emulator
 
 
@@ -32,7 +32,34 @@ class LifeguardEC2Response(EC2Response):
         return result
 
     def create_image(self) -> ActionResult:
-        return self._track(super().create_image(), own_snapshots=True)
+        # moto raises NotImplementedError for a `snapshot` tag specification and accepts a name
+        # already in use; AWS tags the new snapshots and refuses the name
+        # (InvalidAMIName.Duplicate), which is what makes a retried CreateImage safe.
+        name = self._get_param("Name")
+        for ami in self.ec2_backend.amis.values():
+            if ami.name == name and str(ami.owner_id) == str(self.current_account):
+                raise EC2ClientError(
+                    "InvalidAMIName.Duplicate", f"AMI name {name} is already in use by AMI {ami.id}"
+                )
+        specs = self._get_param("TagSpecifications", [])
+        snapshot_tags = {
+            tag["Key"]: tag.get("Value", "")
+            for spec in specs
+            if spec.get("ResourceType") == "snapshot"
+            for tag in spec.get("Tags", [])
+        }
+        self.error_on_dryrun()
+        image = self.ec2_backend.create_image(
+            self._get_param("InstanceId"),
+            name,
+            self._get_param("Description", ""),
+            tag_specifications=[spec for spec in specs if spec.get("ResourceType") != "snapshot"],
+        )
+        if snapshot_tags:
+            ids = [snap.id for snap in snapshots.image_snapshots(self.ec2_backend, image.id)]
+            if ids:
+                self.ec2_backend.create_tags(ids, snapshot_tags)
+        return self._track(ActionResult({"ImageId": image.id}), own_snapshots=True)
 
     def register_image(self) -> ActionResult:
         return self._track(super().register_image(), own_snapshots=False)

@@ -107,7 +107,8 @@ def test_client_tokens_are_forgotten_on_reset(emu, ec2):
 
 
 def test_snapshots_of_a_pending_image_progress_then_complete(emu, ec2):
-    emu.ok("POST", "config", {"ami_pending_secs": 1.5})
+    # Long enough that the first look comes early in the window even on a loaded machine.
+    emu.ok("POST", "config", {"ami_pending_secs": 4})
     image_id = ec2.create_image(InstanceId=_new_instance(ec2), Name="golden-1")["ImageId"]
     snapshot_ids = _snapshot_ids(ec2, image_id)
     assert snapshot_ids, "the image's BlockDeviceMappings name its snapshots"
@@ -118,7 +119,7 @@ def test_snapshots_of_a_pending_image_progress_then_complete(emu, ec2):
     assert sorted(s["SnapshotId"] for s in pending) == sorted(snapshot_ids)
 
     seen: list[tuple[str, str, int]] = []
-    deadline = time.time() + 10
+    deadline = time.time() + 20
     while time.time() < deadline:
         image_state = _image(ec2, image_id)["State"]
         snap = _snapshot(ec2, snapshot_ids[0])
@@ -337,3 +338,23 @@ def test_describe_launch_templates_shows_tags_added_later(ec2):
     (described,) = ec2.describe_launch_templates(LaunchTemplateIds=[template["LaunchTemplateId"]])["LaunchTemplates"]
     tags = {t["Key"]: t["Value"] for t in described["Tags"]}
     assert tags == {"team": "web", "lifeguard:image:stage": "done"}
+
+
+def test_create_image_tags_its_snapshots_and_refuses_a_name_in_use(ec2):
+    iid = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    tags = [{"Key": "lifeguard:image:template", "Value": "lt-0123"}]
+    image_id = ec2.create_image(
+        InstanceId=iid,
+        Name="baked-once",
+        TagSpecifications=[{"ResourceType": "image", "Tags": tags}, {"ResourceType": "snapshot", "Tags": tags}],
+    )["ImageId"]
+    (image,) = ec2.describe_images(ImageIds=[image_id])["Images"]
+    assert image["Tags"] == tags
+    snapshot_ids = [m["Ebs"]["SnapshotId"] for m in image["BlockDeviceMappings"] if "Ebs" in m]
+    assert snapshot_ids
+    for snapshot in ec2.describe_snapshots(SnapshotIds=snapshot_ids)["Snapshots"]:
+        assert snapshot["Tags"] == tags
+    with pytest.raises(ClientError) as err:
+        ec2.create_image(InstanceId=iid, Name="baked-once")
+    assert err.value.response["Error"]["Code"] == "InvalidAMIName.Duplicate"
+    assert image_id in err.value.response["Error"]["Message"]
