@@ -317,4 +317,5 @@ pub mod agent;
 pub mod controller;
 pub mod drain;
 pub mod fleet;
+pub mod images;
 pub mod outage;

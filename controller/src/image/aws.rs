@@ -474,23 +474,26 @@ impl ImageApi for AwsImages {
         }
     }
 
+    // Already gone is done: another run of the same pipeline may have pruned it first.
     async fn deregister_image(&self, image_id: &str) -> Result<(), FleetError> {
-        self.ec2
-            .deregister_image()
-            .image_id(image_id)
-            .send()
-            .await
-            .map_err(|e| failed("DeregisterImage", image_id, &e))?;
-        Ok(())
+        match self.ec2.deregister_image().image_id(image_id).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if code_is(&e, &["InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"]) => Ok(()),
+            Err(e) => Err(failed("DeregisterImage", image_id, &e)),
+        }
     }
 
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), FleetError> {
-        self.ec2
+        match self
+            .ec2
             .delete_snapshot()
             .snapshot_id(snapshot_id)
             .send()
             .await
-            .map_err(|e| failed("DeleteSnapshot", snapshot_id, &e))?;
-        Ok(())
+        {
+            Ok(_) => Ok(()),
+            Err(e) if code_is(&e, &["InvalidSnapshot.NotFound"]) => Ok(()),
+            Err(e) => Err(failed("DeleteSnapshot", snapshot_id, &e)),
+        }
     }
 }

@@ -212,12 +212,24 @@ pub async fn resume<A: ImageApi>(
         Ok(Some(pipeline)) if pipeline.stage.is_running() => {
             run_to_end(api, pipeline, poll, dry_run).await
         }
-        Ok(Some(pipeline)) => Ok(Ended::Refused(format!(
-            "pipeline {} on {} already ended: {}",
-            pipeline.id,
-            template.name,
-            pipeline.stage.as_str()
-        ))),
+        // Nothing left to do: said as the run that ended it would have said it, so a resume
+        // racing another one ends the same way.
+        Ok(Some(pipeline)) if pipeline.stage == Stage::Done => {
+            eprintln!(
+                "lifeguard-controller: image pipeline {} on {} is already done",
+                pipeline.id, template.name
+            );
+            Ok(Ended::Done)
+        }
+        Ok(Some(pipeline)) => {
+            eprintln!(
+                "lifeguard-controller: image pipeline {} on {} failed: {}",
+                pipeline.id,
+                template.name,
+                pipeline.reason.as_deref().unwrap_or("no reason recorded")
+            );
+            Ok(Ended::Failed)
+        }
         Ok(None) => Ok(Ended::Refused(format!("no pipeline on {}", template.name))),
         Err(why) => Ok(Ended::Refused(format!(
             "the lifeguard:image:* tags of {} do not read as a pipeline: {why}",
