@@ -14,6 +14,8 @@ pub mod dry_run;
 pub mod pipeline;
 pub mod prune;
 pub mod run;
+pub mod service;
+pub mod start;
 
 #[cfg(test)]
 mod tests;

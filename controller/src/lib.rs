@@ -11,6 +11,7 @@ pub mod image;
 pub mod marks;
 pub mod metrics;
 pub mod queue;
+pub mod router;
 pub mod senders;
 pub mod service;
 pub mod status;

@@ -17,9 +17,12 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ControllerConfig;
 use crate::fleet::AwsFleet;
 use crate::http::{self, Limits};
+use crate::image::aws::AwsImages;
+use crate::image::service::ImageService;
 use crate::metrics::Metrics;
 use crate::queue::sqs::SqsQueue;
 use crate::queue::{ConsumerSettings, consume};
+use crate::router::Router;
 use crate::tracker::Tracker;
 
 #[derive(Debug, thiserror::Error)]
@@ -166,10 +169,15 @@ pub async fn run(config: ControllerConfig) -> Result<(), ServiceError> {
         wait: Duration::from_secs(u64::from(config.queue.wait_time_secs)),
         visibility: Duration::from_secs(u64::from(config.queue.visibility_timeout_secs)),
     };
+    let images = Arc::new(ImageService::new(AwsImages::new(&sdk)));
+    let router = Arc::new(Router {
+        tracker: tracker.clone(),
+        images: images.clone(),
+    });
     let consumer = {
-        let (tracker, shutdown) = (tracker.clone(), shutdown.clone());
+        let shutdown = shutdown.clone();
         async move {
-            let counters = consume(queue, tracker, settings, shutdown).await;
+            let counters = consume(queue, router, settings, shutdown).await;
             tracing::info!(
                 received = counters.received,
                 deleted = counters.deleted,
@@ -198,6 +206,10 @@ pub async fn run(config: ControllerConfig) -> Result<(), ServiceError> {
             Box::pin(reconcile_loop(tracker.clone(), interval, shutdown.clone())),
         ),
         ("queue consumer", Box::pin(consumer)),
+        (
+            "image pipelines",
+            Box::pin(image_loop(images, interval, shutdown.clone())),
+        ),
     ];
     let ended = run_tasks(tasks, &shutdown, |task| tracker.task_failed(task)).await;
     tracing::info!("lifeguard-controller stopped");
@@ -223,6 +235,26 @@ async fn reconcile_loop(
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// Takes every running image pipeline as far as it goes, each reconcile interval: the safety
+/// net under the `EC2 AMI State Change` events, and how a pipeline goes on after a restart.
+async fn image_loop(
+    images: Arc<ImageService<AwsImages>>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match images.reconcile().await {
+            Ok(0) => {}
+            Ok(running) => tracing::debug!(running, "image pipelines looked at"),
+            Err(error) => tracing::warn!(%error, "image pipelines: trying again next pass"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
         }
     }
 }

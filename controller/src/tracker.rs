@@ -546,17 +546,30 @@ pub(crate) fn retry(error: &FleetError) -> Handled {
     }
 }
 
-impl<F: Fleet> Handler for Tracker<F> {
-    async fn handle(&self, parsed: &Parsed, received: &Received) -> Handled {
-        if let Err(refusal) = crate::senders::admit(
+impl<F: Fleet> Tracker<F> {
+    /// Whether the message's sender may say what it says (`senders::admit`); a refusal is
+    /// logged and counted.
+    pub fn admit(&self, parsed: &Parsed, received: &Received) -> bool {
+        match crate::senders::admit(
             &self.config.reports,
             &parsed.message,
             received.sender_id.as_deref(),
         ) {
-            tracing::warn!(kind = parsed.message.kind(), sender_id = ?received.sender_id,
-                message_id = %received.message_id, %refusal,
-                "message refused: its sender may not say this; deleted");
-            self.metrics.refused(parsed.message.kind(), refusal.reason);
+            Ok(()) => true,
+            Err(refusal) => {
+                tracing::warn!(kind = parsed.message.kind(), sender_id = ?received.sender_id,
+                    message_id = %received.message_id, %refusal,
+                    "message refused: its sender may not say this; deleted");
+                self.metrics.refused(parsed.message.kind(), refusal.reason);
+                false
+            }
+        }
+    }
+}
+
+impl<F: Fleet> Handler for Tracker<F> {
+    async fn handle(&self, parsed: &Parsed, received: &Received) -> Handled {
+        if !self.admit(parsed, received) {
             return Handled::Done;
         }
         match &parsed.message {

@@ -91,6 +91,10 @@ pub trait ImageApi: Send + Sync {
         name_or_id: &str,
     ) -> impl Future<Output = Result<Option<TemplateView>, FleetError>> + Send;
 
+    /// Every launch template of the account and region (the service looks for pipelines
+    /// among their tags).
+    fn templates(&self) -> impl Future<Output = Result<Vec<TemplateView>, FleetError>> + Send;
+
     fn versions(
         &self,
         template_id: &str,

@@ -84,6 +84,16 @@ fn ec2_tags(tags: &[(String, String)]) -> Vec<Tag> {
         .collect()
 }
 
+fn template_view(t: &aws_sdk_ec2::types::LaunchTemplate) -> Option<TemplateView> {
+    Some(TemplateView {
+        id: t.launch_template_id()?.to_string(),
+        name: t.launch_template_name().unwrap_or_default().to_string(),
+        default_version: t.default_version_number()?,
+        latest_version: t.latest_version_number()?,
+        tags: tag_map(t.tags()),
+    })
+}
+
 fn image_view(image: &aws_sdk_ec2::types::Image) -> Option<ImageView> {
     Some(ImageView {
         id: image.image_id()?.to_string(),
@@ -142,15 +152,26 @@ impl ImageApi for AwsImages {
             }
             Err(error) => return Err(failed("DescribeLaunchTemplates", name_or_id, &error)),
         };
-        Ok(answer.launch_templates().first().and_then(|t| {
-            Some(TemplateView {
-                id: t.launch_template_id()?.to_string(),
-                name: t.launch_template_name().unwrap_or_default().to_string(),
-                default_version: t.default_version_number()?,
-                latest_version: t.latest_version_number()?,
-                tags: tag_map(t.tags()),
-            })
-        }))
+        Ok(answer.launch_templates().first().and_then(template_view))
+    }
+
+    async fn templates(&self) -> Result<Vec<TemplateView>, FleetError> {
+        let mut templates = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = self
+                .ec2
+                .describe_launch_templates()
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| failed("DescribeLaunchTemplates", "all", &e))?;
+            templates.extend(page.launch_templates().iter().filter_map(template_view));
+            match page.next_token() {
+                Some(token) if !token.is_empty() => next = Some(token.to_string()),
+                _ => return Ok(templates),
+            }
+        }
     }
 
     async fn versions(&self, template_id: &str) -> Result<Vec<VersionView>, FleetError> {

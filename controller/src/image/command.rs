@@ -10,28 +10,10 @@ use super::api::{ImageApi, TemplateView};
 use super::dry_run::DryRun;
 use super::pipeline::{Pipeline, Stage, humanize};
 use super::prune::prune;
-use super::run::{Progress, drive, refuse_start};
+use super::run::{Progress, drive};
+use super::start::bake_pipeline;
+pub use super::start::{BakeRequest, MAX_AVAILABLE_WITHIN_SECS};
 use crate::fleet::FleetError;
-
-/// The longest an image may take to become available: the 48 h a whole lifecycle action may
-/// last is far beyond any image.
-pub const MAX_AVAILABLE_WITHIN_SECS: u64 = 48 * 3600;
-
-/// What `image bake` asks for.
-#[derive(Debug, Clone)]
-pub struct BakeRequest {
-    pub template: String,
-    pub instance_id: String,
-    /// `$Default`, `$Latest` or a number.
-    pub source_version: String,
-    pub no_reboot: bool,
-    pub keep: u32,
-    pub parameter: Option<String>,
-    pub deregister: bool,
-    pub available_within: Duration,
-    pub poll: Duration,
-    pub dry_run: bool,
-}
 
 /// How a command ended, for the exit code.
 #[derive(Debug, PartialEq, Eq)]
@@ -114,34 +96,11 @@ impl Progress for Display {
     }
 }
 
-/// `YYYYMMDDTHHMMSSZ-xxxx`.
-pub fn new_pipeline_id(now: OffsetDateTime) -> String {
-    let stamp = crate::marks::format_time(now).replace([':', '-'], "");
-    format!("{stamp}-{:04x}", crate::service::random_bits() as u16)
-}
-
 async fn find_template<A: ImageApi>(api: &A, name_or_id: &str) -> Result<TemplateView, Ended> {
     match api.template(name_or_id).await {
         Ok(Some(template)) => Ok(template),
         Ok(None) => Err(Ended::Refused(format!("no launch template {name_or_id:?}"))),
         Err(error) => Err(Ended::Refused(error.to_string())),
-    }
-}
-
-fn resolve_version(template: &TemplateView, asked: &str) -> Result<i64, String> {
-    match asked {
-        "$Default" => Ok(template.default_version),
-        "$Latest" => Ok(template.latest_version),
-        number => number
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=template.latest_version).contains(n))
-            .ok_or_else(|| {
-                format!(
-                    "source version {number:?}: $Default, $Latest or a number from 1 to {}",
-                    template.latest_version
-                )
-            }),
     }
 }
 
@@ -151,48 +110,9 @@ pub async fn bake<A: ImageApi>(api: &A, request: &BakeRequest) -> Result<Ended, 
         Ok(template) => template,
         Err(ended) => return Ok(ended),
     };
-    match refuse_start(&template) {
-        Ok(None) => {}
-        Ok(Some(why)) => return Ok(Ended::Refused(why)),
-        Err(why) => {
-            return Ok(Ended::Refused(format!(
-                "the lifeguard:image:* tags of {} do not read as a pipeline ({why}); remove them to start afresh",
-                template.id
-            )));
-        }
-    }
-    let source_version = match resolve_version(&template, &request.source_version) {
-        Ok(version) => version,
+    let pipeline = match bake_pipeline(&template, request, OffsetDateTime::now_utc()) {
+        Ok(pipeline) => pipeline,
         Err(why) => return Ok(Ended::Refused(why)),
-    };
-    if let Some(parameter) = &request.parameter
-        && parameter.chars().count() > 256
-    {
-        return Ok(Ended::Refused(
-            "--ssm-parameter: at most 256 characters (it is kept in a tag)".into(),
-        ));
-    }
-    let now = OffsetDateTime::now_utc();
-    let within = time::Duration::try_from(request.available_within)
-        .unwrap_or(time::Duration::HOUR)
-        .min(time::Duration::seconds(
-            i64::try_from(MAX_AVAILABLE_WITHIN_SECS).unwrap_or(i64::MAX),
-        ));
-    let pipeline = Pipeline {
-        id: new_pipeline_id(now),
-        template_id: template.id.clone(),
-        stage: Stage::Bake,
-        instance_id: Some(request.instance_id.clone()),
-        no_reboot: request.no_reboot,
-        source_version,
-        image_id: None,
-        new_version: None,
-        started_at: now,
-        available_by: now + within,
-        keep: request.keep,
-        parameter: request.parameter.clone(),
-        deregister: request.deregister,
-        reason: None,
     };
     run_to_end(api, pipeline, request.poll, request.dry_run).await
 }
@@ -245,12 +165,18 @@ async fn run_to_end<A: ImageApi>(
     dry_run: bool,
 ) -> Result<Ended, FleetError> {
     let mut display = Display::new();
+    // The record first: a run killed before CreateImage answers leaves a pipeline that
+    // `image resume` (or the service's reconcile) finds and finishes.
     let ended = if dry_run {
         let dry = DryRun::new(api);
+        dry.tag_template(&pipeline.template_id, &pipeline.to_tags())
+            .await?;
         let ended = drive(&dry, pipeline, poll, &mut display).await?;
         print_calls(&dry.calls());
         ended
     } else {
+        api.tag_template(&pipeline.template_id, &pipeline.to_tags())
+            .await?;
         drive(api, pipeline, poll, &mut display).await?
     };
     Ok(match ended.stage {

@@ -49,6 +49,10 @@ impl<A: ImageApi> ImageApi for DryRun<'_, A> {
         self.inner.template(name_or_id).await
     }
 
+    async fn templates(&self) -> Result<Vec<TemplateView>, FleetError> {
+        self.inner.templates().await
+    }
+
     async fn versions(&self, template_id: &str) -> Result<Vec<VersionView>, FleetError> {
         self.inner.versions(template_id).await
     }

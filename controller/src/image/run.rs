@@ -24,8 +24,9 @@ pub trait Progress {
     fn waiting(&mut self, pipeline: &Pipeline, elapsed: time::Duration, detail: &str);
 }
 
-/// Runs `pipeline` until it is done or failed; returns its final record. An error is a call
-/// that kept failing: the record in the template's tags says where to resume.
+/// Runs `pipeline` until it is done or failed, sleeping through its waits (an operator's
+/// command); returns its final record. An error is a call that kept failing: the record in the
+/// template's tags says where to resume.
 pub async fn drive<A: ImageApi>(
     api: &A,
     mut pipeline: Pipeline,
@@ -35,8 +36,12 @@ pub async fn drive<A: ImageApi>(
     let mut transient_in_a_row = 0;
     loop {
         match advance(api, &mut pipeline, poll, progress).await {
-            Ok(true) => return Ok(pipeline),
-            Ok(false) => transient_in_a_row = 0,
+            Ok(Advanced::Ended) => return Ok(pipeline),
+            Ok(Advanced::Moved) => transient_in_a_row = 0,
+            Ok(Advanced::Wait(wait)) => {
+                transient_in_a_row = 0;
+                tokio::time::sleep(wait).await;
+            }
             Err(error) if error.transient && transient_in_a_row < MAX_TRANSIENT_IN_A_ROW => {
                 transient_in_a_row += 1;
                 progress.event(&pipeline, &format!("{error}; trying again"));
@@ -54,13 +59,43 @@ pub async fn drive<A: ImageApi>(
     }
 }
 
-/// One step; `true` once the pipeline has ended.
+/// Takes `pipeline` as far as it goes without waiting (the service: a later event or reconcile
+/// pass goes on from the record). A transient error is returned for the caller to try later; a
+/// refusal fails the pipeline.
+pub async fn settle<A: ImageApi>(
+    api: &A,
+    mut pipeline: Pipeline,
+    progress: &mut impl Progress,
+) -> Result<Pipeline, FleetError> {
+    loop {
+        match advance(api, &mut pipeline, Duration::ZERO, progress).await {
+            Ok(Advanced::Moved) => {}
+            Ok(Advanced::Ended | Advanced::Wait(_)) => return Ok(pipeline),
+            Err(error) if error.transient => return Err(error),
+            Err(error) => {
+                fail(api, &mut pipeline, error.to_string()).await?;
+                progress.event(&pipeline, "failed");
+                return Ok(pipeline);
+            }
+        }
+    }
+}
+
+/// What one step did.
+enum Advanced {
+    Moved,
+    /// Nothing to do before this much time has passed.
+    Wait(Duration),
+    Ended,
+}
+
+/// One step.
 async fn advance<A: ImageApi>(
     api: &A,
     pipeline: &mut Pipeline,
     poll: Duration,
     progress: &mut impl Progress,
-) -> Result<bool, FleetError> {
+) -> Result<Advanced, FleetError> {
     let image = match (&pipeline.image_id, pipeline.stage) {
         (Some(id), _) => api.image(id).await?,
         (None, Stage::Bake) => api.image_named(&pipeline.image_name()).await?,
@@ -117,7 +152,7 @@ async fn advance<A: ImageApi>(
             };
             progress.waiting(pipeline, now - pipeline.started_at, &detail);
             let wait = (until - now).max(time::Duration::ZERO);
-            tokio::time::sleep(Duration::try_from(wait).unwrap_or(poll)).await;
+            return Ok(Advanced::Wait(Duration::try_from(wait).unwrap_or(poll)));
         }
         Step::CreateVersion { image_id } => {
             if pipeline.stage != Stage::Version {
@@ -183,11 +218,11 @@ async fn advance<A: ImageApi>(
         Step::Fail { reason } => {
             fail(api, pipeline, reason).await?;
             progress.event(pipeline, "failed");
-            return Ok(true);
+            return Ok(Advanced::Ended);
         }
-        Step::Finished => return Ok(true),
+        Step::Finished => return Ok(Advanced::Ended),
     }
-    Ok(false)
+    Ok(Advanced::Moved)
 }
 
 async fn save<A: ImageApi>(

@@ -220,6 +220,9 @@ impl ImageApi for FakeEc2 {
     async fn template(&self, _name_or_id: &str) -> Result<Option<TemplateView>, FleetError> {
         Ok(Some(self.state.lock().unwrap().template.clone()))
     }
+    async fn templates(&self) -> Result<Vec<TemplateView>, FleetError> {
+        Ok(vec![self.state.lock().unwrap().template.clone()])
+    }
     async fn versions(&self, _template_id: &str) -> Result<Vec<VersionView>, FleetError> {
         Ok(self.state.lock().unwrap().versions.clone())
     }
@@ -506,4 +509,72 @@ async fn prune_deregisters_only_images_lifeguard_made_for_the_template() {
     assert_eq!(pruned.versions, vec![1, 2]);
     assert_eq!(pruned.images, vec!["ami-1".to_string()]);
     assert_eq!(pruned.snapshots, vec!["snap-ami-1".to_string()]);
+}
+
+fn refresh(params: serde_json::Value) -> lifeguard_common::message::Message {
+    let params = params.as_object().cloned().unwrap_or_default();
+    lifeguard_common::message::Message::Command(lifeguard_common::message::Command {
+        name: lifeguard_common::message::CommandName::RefreshImage,
+        asg: None,
+        instance_ids: Vec::new(),
+        params,
+    })
+}
+
+#[tokio::test]
+async fn the_service_starts_on_a_command_and_finishes_on_reconcile_without_waiting() {
+    use super::service::ImageService;
+    use crate::queue::Handled;
+    let service = ImageService::new(FakeEc2::new(Some(1)));
+    let command = refresh(serde_json::json!({
+        "template": "web",
+        "instance_id": "i-0123456789abcdef0",
+        "ssm_parameter": "/lifeguard/web/latestAmi",
+        "keep": 2,
+    }));
+    assert!(ImageService::<FakeEc2>::handles(&command));
+    assert_eq!(service.handle(&command).await, Handled::Done);
+    let stage = |service: &ImageService<FakeEc2>| {
+        let s = service.api().state.lock().unwrap();
+        Pipeline::from_tags(&s.template.id, &s.template.tags)
+            .unwrap()
+            .unwrap()
+            .stage
+    };
+    assert_eq!(stage(&service), Stage::AwaitAvailable);
+    // Delivered again (SQS is at least once): the running pipeline is not started twice.
+    assert_eq!(service.handle(&command).await, Handled::Done);
+    assert_eq!(service.reconcile().await.unwrap(), 1);
+    assert_eq!(stage(&service), Stage::Done);
+    assert_eq!(service.reconcile().await.unwrap(), 0);
+    let calls = service.api().calls();
+    let count = |prefix: &str| calls.iter().filter(|c| c.starts_with(prefix)).count();
+    assert_eq!(count("CreateImage"), 1, "{calls:?}");
+    assert_eq!(count("ModifyLaunchTemplate"), 1, "{calls:?}");
+    assert_eq!(
+        service.api().state.lock().unwrap().parameter,
+        Some(("/lifeguard/web/latestAmi".into(), "ami-0aaa".into()))
+    );
+}
+
+#[tokio::test]
+async fn a_bad_refresh_command_is_dropped_without_touching_aws() {
+    use super::service::ImageService;
+    use crate::queue::Handled;
+    let service = ImageService::new(FakeEc2::new(Some(0)));
+    for params in [
+        serde_json::json!({ "instance_id": "i-0123456789abcdef0" }),
+        serde_json::json!({ "template": "web" }),
+        serde_json::json!({ "template": "web", "instance_id": "i-0123; reboot" }),
+        serde_json::json!({ "template": "web", "instance_id": "i-0123456789abcdef0", "keep": 0 }),
+        serde_json::json!({ "template": "web", "instance_id": "i-0123456789abcdef0",
+            "available_within_secs": 999_999_999_u64 }),
+    ] {
+        assert_eq!(service.handle(&refresh(params)).await, Handled::Done);
+    }
+    assert!(
+        service.api().calls().is_empty(),
+        "{:?}",
+        service.api().calls()
+    );
 }

@@ -1,0 +1,211 @@
+//! The image pipeline in the running service. A `Refresh Image` command starts one; every
+//! `EC2 AMI State Change` event and every reconcile pass takes each running pipeline as far as
+//! it goes without waiting. Nothing waits in memory: the record in the template's tags is the
+//! state, so a restarted controller, or another replica, goes on from it, and every stage is
+//! idempotent, so two replicas advancing one pipeline make one image and one version.
+
+use std::time::Duration;
+
+use lifeguard_common::message::{AmiStateChange, Command, Message};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use super::api::ImageApi;
+use super::pipeline::Pipeline;
+use super::run::{Progress, settle};
+use super::start::{BakeRequest, MAX_AVAILABLE_WITHIN_SECS, bake_pipeline};
+use crate::fleet::FleetError;
+use crate::queue::Handled;
+
+const DEFAULT_KEEP: u32 = 5;
+const DEFAULT_AVAILABLE_WITHIN_SECS: u64 = 14_400;
+
+pub struct ImageService<A> {
+    api: A,
+}
+
+/// Progress goes to the log, with the pipeline and template as fields.
+struct Logged;
+
+impl Progress for Logged {
+    fn event(&mut self, pipeline: &Pipeline, what: &str) {
+        tracing::info!(pipeline = %pipeline.id, template_id = %pipeline.template_id,
+            stage = pipeline.stage.as_str(), image_id = ?pipeline.image_id, "{what}");
+    }
+
+    fn waiting(&mut self, pipeline: &Pipeline, elapsed: time::Duration, detail: &str) {
+        tracing::debug!(pipeline = %pipeline.id, template_id = %pipeline.template_id,
+            stage = pipeline.stage.as_str(), elapsed_secs = elapsed.whole_seconds(), %detail,
+            "image pipeline waiting");
+    }
+}
+
+fn retry(error: &FleetError) -> Handled {
+    Handled::Retry {
+        reason: error.to_string(),
+    }
+}
+
+impl<A: ImageApi> ImageService<A> {
+    pub fn new(api: A) -> Self {
+        ImageService { api }
+    }
+
+    pub fn api(&self) -> &A {
+        &self.api
+    }
+
+    /// Whether the message is the image pipeline's to handle.
+    pub fn handles(message: &Message) -> bool {
+        match message {
+            Message::Command(command) => {
+                command.name == lifeguard_common::message::CommandName::RefreshImage
+            }
+            Message::AmiStateChange(_) => true,
+            _ => false,
+        }
+    }
+
+    pub async fn handle(&self, message: &Message) -> Handled {
+        match message {
+            Message::Command(command) => self.on_refresh(command).await,
+            Message::AmiStateChange(change) => self.on_ami_state(change).await,
+            _ => Handled::Done,
+        }
+    }
+
+    async fn on_refresh(&self, command: &Command) -> Handled {
+        let request = match bake_request(command) {
+            Ok(request) => request,
+            Err(why) => {
+                tracing::warn!(%why, "Refresh Image command refused; deleted");
+                return Handled::Done;
+            }
+        };
+        let template = match self.api.template(&request.template).await {
+            Ok(Some(template)) => template,
+            Ok(None) => {
+                tracing::warn!(template = %request.template,
+                    "Refresh Image for a launch template that does not exist; deleted");
+                return Handled::Done;
+            }
+            Err(error) => return retry(&error),
+        };
+        let pipeline = match bake_pipeline(&template, &request, OffsetDateTime::now_utc()) {
+            Ok(pipeline) => pipeline,
+            Err(why) => {
+                // A redelivered command finds its own pipeline running: nothing more to do.
+                tracing::warn!(template = %template.name, %why, "Refresh Image not started; deleted");
+                return Handled::Done;
+            }
+        };
+        // The record first: from here on a reconcile pass finds the pipeline even if this
+        // replica stops before the image is requested.
+        if let Err(error) = self
+            .api
+            .tag_template(&pipeline.template_id, &pipeline.to_tags())
+            .await
+        {
+            return retry(&error);
+        }
+        tracing::info!(pipeline = %pipeline.id, template = %template.name,
+            instance_id = ?pipeline.instance_id, "image pipeline started");
+        match settle(&self.api, pipeline, &mut Logged).await {
+            Ok(_) => Handled::Done,
+            // The record is written: reconcile goes on with it.
+            Err(error) => {
+                tracing::warn!(%error, "image pipeline paused on an AWS error; reconcile goes on");
+                Handled::Done
+            }
+        }
+    }
+
+    async fn on_ami_state(&self, change: &AmiStateChange) -> Handled {
+        let images: Vec<&str> = change.images.iter().map(|i| i.image_id.as_str()).collect();
+        match self
+            .advance_running(|p| p.image_id.as_deref().is_some_and(|id| images.contains(&id)))
+            .await
+        {
+            Ok(_) => Handled::Done,
+            Err(error) => retry(&error),
+        }
+    }
+
+    /// Takes every running pipeline as far as it goes; how many there were.
+    pub async fn reconcile(&self) -> Result<usize, FleetError> {
+        self.advance_running(|_| true).await
+    }
+
+    async fn advance_running(
+        &self,
+        wanted: impl Fn(&Pipeline) -> bool,
+    ) -> Result<usize, FleetError> {
+        let mut advanced = 0;
+        let mut last_error = None;
+        for template in self.api.templates().await? {
+            let pipeline = match Pipeline::from_tags(&template.id, &template.tags) {
+                Ok(Some(pipeline)) if pipeline.stage.is_running() && wanted(&pipeline) => pipeline,
+                Ok(_) => continue,
+                Err(why) => {
+                    tracing::warn!(template_id = %template.id, %why,
+                        "lifeguard:image:* tags do not read as a pipeline; left alone");
+                    continue;
+                }
+            };
+            advanced += 1;
+            if let Err(error) = settle(&self.api, pipeline, &mut Logged).await {
+                tracing::warn!(template_id = %template.id, %error, "image pipeline paused");
+                last_error = Some(error);
+            }
+        }
+        match last_error {
+            Some(error) => Err(error),
+            None => Ok(advanced),
+        }
+    }
+}
+
+/// The command's parameters: `template` (name or id) and the instance (`instance_ids[0]` or
+/// `instance_id`) are required; the rest default as `image bake` does.
+fn bake_request(command: &Command) -> Result<BakeRequest, String> {
+    let params = &command.params;
+    let text = |key: &str| params.get(key).and_then(Value::as_str).map(str::to_string);
+    let flag = |key: &str| params.get(key).and_then(Value::as_bool).unwrap_or(false);
+    let template = text("template").ok_or("no `template`")?;
+    let instance_id = command
+        .instance_ids
+        .first()
+        .cloned()
+        .or_else(|| text("instance_id"))
+        .ok_or("no instance to image (`instance_ids` or `instance_id`)")?;
+    if !crate::fleet::is_instance_id(&instance_id) {
+        return Err(format!("{instance_id:?} is not an instance id"));
+    }
+    let keep = match params.get("keep") {
+        None => DEFAULT_KEEP,
+        Some(value) => value
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or("`keep`: a number from 1 to 10000")?,
+    };
+    let within = match params.get("available_within_secs") {
+        None => DEFAULT_AVAILABLE_WITHIN_SECS,
+        Some(value) => value
+            .as_u64()
+            .filter(|n| (60..=MAX_AVAILABLE_WITHIN_SECS).contains(n))
+            .ok_or("`available_within_secs`: 60 to 172800")?,
+    };
+    Ok(BakeRequest {
+        template,
+        instance_id,
+        source_version: text("source_version").unwrap_or_else(|| "$Default".into()),
+        no_reboot: flag("no_reboot"),
+        keep,
+        parameter: text("ssm_parameter"),
+        deregister: flag("deregister"),
+        available_within: Duration::from_secs(within),
+        poll: Duration::from_secs(15),
+        dry_run: false,
+    })
+}

@@ -1,0 +1,97 @@
+//! A new pipeline from a request: the checks every trigger makes before anything is created.
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::api::TemplateView;
+use super::pipeline::{Pipeline, Stage};
+use super::run::refuse_start;
+
+/// The longest an image may take to become available: the 48 h a whole lifecycle action may
+/// last is far beyond any image.
+pub const MAX_AVAILABLE_WITHIN_SECS: u64 = 48 * 3600;
+
+/// What `image bake` asks for.
+#[derive(Debug, Clone)]
+pub struct BakeRequest {
+    pub template: String,
+    pub instance_id: String,
+    /// `$Default`, `$Latest` or a number.
+    pub source_version: String,
+    pub no_reboot: bool,
+    pub keep: u32,
+    pub parameter: Option<String>,
+    pub deregister: bool,
+    pub available_within: Duration,
+    pub poll: Duration,
+    pub dry_run: bool,
+}
+
+/// `YYYYMMDDTHHMMSSZ-xxxx`.
+pub fn new_pipeline_id(now: OffsetDateTime) -> String {
+    let stamp = crate::marks::format_time(now).replace([':', '-'], "");
+    format!("{stamp}-{:04x}", crate::service::random_bits() as u16)
+}
+
+fn resolve_version(template: &TemplateView, asked: &str) -> Result<i64, String> {
+    match asked {
+        "$Default" => Ok(template.default_version),
+        "$Latest" => Ok(template.latest_version),
+        number => number
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=template.latest_version).contains(n))
+            .ok_or_else(|| {
+                format!(
+                    "source version {number:?}: $Default, $Latest or a number from 1 to {}",
+                    template.latest_version
+                )
+            }),
+    }
+}
+
+/// The record of a new bake pipeline, or why none may start now.
+pub fn bake_pipeline(
+    template: &TemplateView,
+    request: &BakeRequest,
+    now: OffsetDateTime,
+) -> Result<Pipeline, String> {
+    match refuse_start(template) {
+        Ok(None) => {}
+        Ok(Some(why)) => return Err(why),
+        Err(why) => {
+            return Err(format!(
+                "the lifeguard:image:* tags of {} do not read as a pipeline ({why}); remove them to start afresh",
+                template.id
+            ));
+        }
+    }
+    let source_version = resolve_version(template, &request.source_version)?;
+    if let Some(parameter) = &request.parameter
+        && parameter.chars().count() > 256
+    {
+        return Err("the SSM parameter name: at most 256 characters (it is kept in a tag)".into());
+    }
+    let within = time::Duration::try_from(request.available_within)
+        .unwrap_or(time::Duration::HOUR)
+        .min(time::Duration::seconds(
+            i64::try_from(MAX_AVAILABLE_WITHIN_SECS).unwrap_or(i64::MAX),
+        ));
+    Ok(Pipeline {
+        id: new_pipeline_id(now),
+        template_id: template.id.clone(),
+        stage: Stage::Bake,
+        instance_id: Some(request.instance_id.clone()),
+        no_reboot: request.no_reboot,
+        source_version,
+        image_id: None,
+        new_version: None,
+        started_at: now,
+        available_by: now + within,
+        keep: request.keep,
+        parameter: request.parameter.clone(),
+        deregister: request.deregister,
+        reason: None,
+    })
+}

@@ -1,0 +1,127 @@
+//! The image pipeline in the running controller: a `Refresh Image` command on the queue starts
+//! it; the controller is killed while the image is pending and started again beside a second
+//! replica; the pipeline finishes once, driven by the `EC2 AMI State Change` event and the
+//! reconcile pass, never by an in-memory wait.
+//!
+//! The image stays pending 8 s (AWS: minutes), longer than the 2 s reconcile interval of the
+//! scene's controllers, so the kill lands mid-wait and several passes look at a pending image.
+
+// Test code: a helper panics with a message on anything unexpected, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use lifeguard_e2e::controller::scene;
+use lifeguard_e2e::{eventually, fleet};
+use serde_json::json;
+
+const PARAMETER: &str = "/lifeguard/web/latestAmi";
+
+#[tokio::test]
+async fn a_refresh_command_survives_a_killed_controller_and_two_replicas_finish_it_once() {
+    let scene = scene(1, 3600, &[]).await;
+    let stage = &scene.stage;
+    let clients = &stage.clients;
+    stage
+        .emulator
+        .control_post("config", json!({ "ami_pending_secs": 8 }))
+        .await;
+    fleet::rule_to_queue(
+        clients,
+        "ami-state-to-lifeguard",
+        json!({ "source": ["aws.ec2"], "detail-type": ["EC2 AMI State Change"] }),
+        &stage.queue,
+    )
+    .await;
+    let golden = stage.instances[0].clone();
+    let mut first = scene.start_controller("a", "");
+    first.wait_ready().await;
+
+    scene
+        .send(
+            &json!({
+                "source": "lifeguard.command",
+                "detail-type": "Refresh Image",
+                "detail": {
+                    "template": "web",
+                    "instance_ids": [golden],
+                    "ssm_parameter": PARAMETER,
+                }
+            })
+            .to_string(),
+        )
+        .await;
+    let templates = || async {
+        clients
+            .ec2
+            .describe_launch_templates()
+            .launch_template_names("web")
+            .send()
+            .await
+            .unwrap()
+            .launch_templates()[0]
+            .clone()
+    };
+    let tag = |template: &aws_sdk_ec2::types::LaunchTemplate, key: &str| {
+        template
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(key))
+            .and_then(|t| t.value())
+            .unwrap_or_default()
+            .to_string()
+    };
+    eventually(
+        "the pipeline waiting for its image",
+        Duration::from_secs(30),
+        || async {
+            let template = templates().await;
+            (tag(&template, "lifeguard:image:stage") == "await-available").then_some(())
+        },
+    )
+    .await;
+    first.process.kill9();
+
+    // Started again, with a second replica beside it.
+    let again = scene.start_controller("a2", "");
+    let second = scene.start_controller("b", "");
+    again.wait_ready().await;
+    second.wait_ready().await;
+    let template = eventually("the pipeline done", Duration::from_secs(60), || async {
+        let template = templates().await;
+        (tag(&template, "lifeguard:image:stage") == "done").then_some(template)
+    })
+    .await;
+
+    let image_id = tag(&template, "lifeguard:image:image");
+    assert!(image_id.starts_with("ami-"), "{image_id}");
+    assert_eq!(
+        stage.emulator.calls("ec2", "CreateImage", None).await.len(),
+        1
+    );
+    let versions = clients
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_name("web")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(versions.launch_template_versions().len(), 2);
+    assert_eq!(template.default_version_number(), Some(2));
+    let parameter = clients
+        .ssm
+        .get_parameter()
+        .name(PARAMETER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        parameter.parameter().and_then(|p| p.value()),
+        Some(image_id.as_str())
+    );
+    // Each replica said what it did in its log; neither made a second version.
+    let logs = format!("{}{}", again.process.log(), second.process.log());
+    assert!(logs.contains(&image_id), "{logs}");
+    again.process.terminate();
+    second.process.terminate();
+}
