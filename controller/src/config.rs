@@ -3,6 +3,9 @@
 //! A group's policy comes from the defaults here, then its `[groups.override.NAME]`, then its
 //! `lifeguard:*` tags, the most specific last.
 
+mod images;
+pub use images::{ImagesConfig, NewGroupVersion};
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
@@ -39,6 +42,8 @@ pub struct ControllerConfig {
     pub reports: ReportsConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub images: ImagesConfig,
 }
 
 /// Who may send what: any instance can send to the queue, so the queue's word is not enough.
@@ -428,6 +433,9 @@ impl ControllerConfig {
         for (name, policy) in &self.groups.overrides {
             check_policy(policy).map_err(|m| invalid(&format!("groups.override.{name}"), m))?;
         }
+        self.images
+            .check()
+            .map_err(|(key, message)| invalid(&key, message))?;
         Ok(())
     }
 

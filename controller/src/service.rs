@@ -18,7 +18,7 @@ use crate::config::ControllerConfig;
 use crate::fleet::AwsFleet;
 use crate::http::{self, Limits};
 use crate::image::aws::AwsImages;
-use crate::image::service::ImageService;
+use crate::image::service::{ImageService, Triggers};
 use crate::metrics::Metrics;
 use crate::queue::sqs::SqsQueue;
 use crate::queue::{ConsumerSettings, consume};
@@ -169,7 +169,14 @@ pub async fn run(config: ControllerConfig) -> Result<(), ServiceError> {
         wait: Duration::from_secs(u64::from(config.queue.wait_time_secs)),
         visibility: Duration::from_secs(u64::from(config.queue.visibility_timeout_secs)),
     };
-    let images = Arc::new(ImageService::new(AwsImages::new(&sdk)));
+    let images = Arc::new(ImageService::new(
+        AwsImages::new(&sdk),
+        Triggers {
+            images: config.images.clone(),
+            managed_tag: config.groups.tag.clone(),
+            managed_groups: config.groups.names.clone(),
+        },
+    ));
     let router = Arc::new(Router {
         tracker: tracker.clone(),
         images: images.clone(),

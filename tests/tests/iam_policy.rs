@@ -82,6 +82,11 @@ const NO_RESOURCE_LEVEL: &[&str] = &[
 const ON_BEHALF: &[(&str, &str)] = &[
     ("kms:GenerateDataKey", "s3:PutObject"),
     ("kms:Decrypt", "s3:PutObject"),
+    // "ec2:RunInstances [is] checked when an Auto Scaling group is created or updated using a
+    // launch template", and iam:PassRole when the template names an instance profile (Auto
+    // Scaling User Guide, "Amazon EC2 Auto Scaling API permissions").
+    ("ec2:RunInstances", "autoscaling:UpdateAutoScalingGroup"),
+    ("iam:PassRole", "autoscaling:UpdateAutoScalingGroup"),
 ];
 
 /// Actions a call can need that the policy withholds on purpose: none today. (`DeleteObject`
@@ -384,6 +389,38 @@ fn scope_problems(program: &Program) -> Vec<String> {
                         "{sid}: {action} only on images and snapshots lifeguard's pipeline \
                          made (tagged lifeguard:image:template)"
                     ));
+                }
+                "autoscaling:UpdateAutoScalingGroup" if !lifecycle_scoped(statement) => {
+                    problems.push(format!(
+                        "{sid}: {action} only on groups carrying {MANAGED_TAG}"
+                    ));
+                }
+                "ec2:RunInstances"
+                    if !has_condition(
+                        statement,
+                        "Bool",
+                        "ec2:IsLaunchTemplateResource",
+                        "true",
+                    ) || statement
+                        .condition
+                        .get("ArnLike")
+                        .and_then(|c| c.get("ec2:LaunchTemplate"))
+                        .is_none() =>
+                {
+                    problems.push(format!(
+                        "{sid}: ec2:RunInstances only as a group's launch template check \
+                         (ec2:LaunchTemplate and ec2:IsLaunchTemplateResource conditions)"
+                    ));
+                }
+                "iam:PassRole"
+                    if !has_condition(
+                        statement,
+                        "StringEquals",
+                        "iam:PassedToService",
+                        "ec2.amazonaws.com",
+                    ) || statement.resources.iter().any(|r| r.contains('*')) =>
+                {
+                    problems.push(format!("{sid}: iam:PassRole only of named roles, to EC2"));
                 }
                 "ec2:CreateImage"
                     if statement.resources.iter().any(|r| r.contains(":instance/"))

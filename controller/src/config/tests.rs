@@ -223,3 +223,27 @@ fn every_aws_attempt_is_bounded_unless_configured_longer_than_a_long_poll() {
     let error = parse(&format!("{MINIMAL}[aws]\nattempt_timeout_secs = 10\n")).unwrap_err();
     assert!(error.contains("long polls"), "{error}");
 }
+
+#[test]
+fn the_images_table_is_checked_and_defaults_to_latest() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.images.new_group_version, NewGroupVersion::Latest);
+    assert_eq!(config.images.marker, "lifeguard:release");
+    let config = parse(&format!(
+        "{MINIMAL}[images]\nnew_group_version = \"unchanged\"\nkeep = 3\n\
+         [images.ssm_parameters]\nweb = \"/lifeguard/web/latestAmi\"\n"
+    ))
+    .unwrap();
+    assert_eq!(config.images.new_group_version, NewGroupVersion::Unchanged);
+    assert_eq!(config.images.keep, 3);
+    for (bad, key) in [
+        ("marker = \"x y\"", "images.marker"),
+        ("keep = 0", "images.keep"),
+        ("available_within_secs = 10", "images.available_within_secs"),
+        ("new_group_version = \"7\"", "new_group_version"),
+        ("[images.ssm_parameters]\nweb = \"latestAmi\"", "images.ssm_parameters.web"),
+    ] {
+        let error = parse(&format!("{MINIMAL}[images]\n{bad}\n")).unwrap_err();
+        assert!(error.contains(key), "{bad}: {error}");
+    }
+}

@@ -71,6 +71,15 @@ pub struct SnapshotView {
     pub progress: Option<String>,
 }
 
+/// A group as the pipeline needs to see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupTemplate {
+    pub tags: HashMap<String, String>,
+    pub template_id: Option<String>,
+    pub template_name: Option<String>,
+    pub version: Option<String>,
+}
+
 /// `CreateImage` as the pipeline makes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateImage {
@@ -170,6 +179,21 @@ pub trait ImageApi: Send + Sync {
     fn launch_configuration_images(
         &self,
     ) -> impl Future<Output = Result<BTreeSet<String>, FleetError>> + Send;
+
+    /// A group's tags and the launch template it names (id or name, version); `None` if there
+    /// is no such group.
+    fn group(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<GroupTemplate>, FleetError>> + Send;
+
+    /// Points the group at `version` (`$Latest`, `$Default` or a number) of the template.
+    fn use_template_version(
+        &self,
+        group: &str,
+        template_id: &str,
+        version: &str,
+    ) -> impl Future<Output = Result<(), FleetError>> + Send;
 
     fn deregister_image(
         &self,

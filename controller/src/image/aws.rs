@@ -10,7 +10,8 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use lifeguard_common::aws::is_transient;
 
 use super::api::{
-    CreateImage, ImageApi, ImageState, ImageView, SnapshotView, TemplateView, VersionView,
+    CreateImage, GroupTemplate, ImageApi, ImageState, ImageView, SnapshotView, TemplateView,
+    VersionView,
 };
 use crate::fleet::FleetError;
 
@@ -493,6 +494,64 @@ impl ImageApi for AwsImages {
                 _ => return Ok(images),
             }
         }
+    }
+
+    async fn group(&self, name: &str) -> Result<Option<GroupTemplate>, FleetError> {
+        let answer = self
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(name)
+            .send()
+            .await
+            .map_err(|e| failed("DescribeAutoScalingGroups", name, &e))?;
+        Ok(answer.auto_scaling_groups().first().map(|group| {
+            let spec = group.launch_template().or_else(|| {
+                group
+                    .mixed_instances_policy()
+                    .and_then(|m| m.launch_template())
+                    .and_then(|l| l.launch_template_specification())
+            });
+            GroupTemplate {
+                tags: group
+                    .tags()
+                    .iter()
+                    .filter_map(|t| {
+                        Some((
+                            t.key()?.to_string(),
+                            t.value().unwrap_or_default().to_string(),
+                        ))
+                    })
+                    .collect(),
+                template_id: spec
+                    .and_then(|s| s.launch_template_id())
+                    .map(str::to_string),
+                template_name: spec
+                    .and_then(|s| s.launch_template_name())
+                    .map(str::to_string),
+                version: spec.and_then(|s| s.version()).map(str::to_string),
+            }
+        }))
+    }
+
+    async fn use_template_version(
+        &self,
+        group: &str,
+        template_id: &str,
+        version: &str,
+    ) -> Result<(), FleetError> {
+        self.autoscaling
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(group)
+            .launch_template(
+                aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                    .launch_template_id(template_id)
+                    .version(version)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| failed("UpdateAutoScalingGroup", group, &e))?;
+        Ok(())
     }
 
     // Already gone is done: another run of the same pipeline may have pruned it first.

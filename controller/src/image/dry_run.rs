@@ -5,7 +5,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use super::api::{
-    CreateImage, ImageApi, ImageState, ImageView, SnapshotView, TemplateView, VersionView,
+    CreateImage, GroupTemplate, ImageApi, ImageState, ImageView, SnapshotView, TemplateView,
+    VersionView,
 };
 use crate::fleet::FleetError;
 
@@ -151,6 +152,23 @@ impl<A: ImageApi> ImageApi for DryRun<'_, A> {
 
     async fn launch_configuration_images(&self) -> Result<BTreeSet<String>, FleetError> {
         self.inner.launch_configuration_images().await
+    }
+
+    async fn group(&self, name: &str) -> Result<Option<GroupTemplate>, FleetError> {
+        self.inner.group(name).await
+    }
+
+    async fn use_template_version(
+        &self,
+        group: &str,
+        template_id: &str,
+        version: &str,
+    ) -> Result<(), FleetError> {
+        self.would(format!(
+            "autoscaling UpdateAutoScalingGroup AutoScalingGroupName={group} \
+             LaunchTemplate.LaunchTemplateId={template_id} LaunchTemplate.Version={version}"
+        ));
+        Ok(())
     }
 
     async fn deregister_image(&self, image_id: &str) -> Result<(), FleetError> {

@@ -4,16 +4,20 @@
 //! state, so a restarted controller, or another replica, goes on from it, and every stage is
 //! idempotent, so two replicas advancing one pipeline make one image and one version.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use lifeguard_common::message::{AmiStateChange, Command, Message};
+use lifeguard_common::message::{
+    AmiStateChange, Command, CreateAutoScalingGroupCall, CreateImageCall, Message,
+};
 use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::api::ImageApi;
-use super::pipeline::Pipeline;
+use super::pipeline::{Pipeline, Stage};
 use super::run::{Progress, settle};
 use super::start::{BakeRequest, MAX_AVAILABLE_WITHIN_SECS, bake_pipeline};
+use crate::config::{ImagesConfig, NewGroupVersion};
 use crate::fleet::FleetError;
 use crate::queue::Handled;
 
@@ -22,6 +26,24 @@ const DEFAULT_AVAILABLE_WITHIN_SECS: u64 = 14_400;
 
 pub struct ImageService<A> {
     api: A,
+    triggers: Triggers,
+}
+
+/// What the service starts on its own, from CloudTrail events.
+#[derive(Debug, Clone)]
+pub struct Triggers {
+    pub images: ImagesConfig,
+    /// The tag that marks managed groups and templates (`groups.tag`).
+    pub managed_tag: String,
+    /// Groups managed by name (`groups.names`).
+    pub managed_groups: Vec<String>,
+}
+
+impl Triggers {
+    fn managed(&self, tags: &HashMap<String, String>) -> bool {
+        tags.get(&self.managed_tag)
+            .is_some_and(|value| !value.trim().eq_ignore_ascii_case("false"))
+    }
 }
 
 /// Progress goes to the log, with the pipeline and template as fields.
@@ -47,8 +69,8 @@ fn retry(error: &FleetError) -> Handled {
 }
 
 impl<A: ImageApi> ImageService<A> {
-    pub fn new(api: A) -> Self {
-        ImageService { api }
+    pub fn new(api: A, triggers: Triggers) -> Self {
+        ImageService { api, triggers }
     }
 
     pub fn api(&self) -> &A {
@@ -61,7 +83,9 @@ impl<A: ImageApi> ImageService<A> {
             Message::Command(command) => {
                 command.name == lifeguard_common::message::CommandName::RefreshImage
             }
-            Message::AmiStateChange(_) => true,
+            Message::AmiStateChange(_)
+            | Message::CreateImageCall(_)
+            | Message::CreateAutoScalingGroupCall(_) => true,
             _ => false,
         }
     }
@@ -70,8 +94,155 @@ impl<A: ImageApi> ImageService<A> {
         match message {
             Message::Command(command) => self.on_refresh(command).await,
             Message::AmiStateChange(change) => self.on_ami_state(change).await,
+            Message::CreateImageCall(call) => self.on_create_image(call).await,
+            Message::CreateAutoScalingGroupCall(call) => self.on_new_group(call).await,
             _ => Handled::Done,
         }
+    }
+
+    /// An image someone made with the marker: the pipeline takes it from `await-available`.
+    async fn on_create_image(&self, call: &CreateImageCall) -> Handled {
+        let marker = &self.triggers.images.marker;
+        let named = call
+            .tags
+            .iter()
+            .find(|t| &t.key == marker)
+            .map(|t| t.value.trim().to_string())
+            .or_else(|| {
+                call.description.as_deref().and_then(|d| {
+                    d.split_whitespace()
+                        .find_map(|word| word.strip_prefix(&format!("{marker}=")))
+                        .map(str::to_string)
+                })
+            });
+        let (Some(template_name), Some(image_id)) = (named, call.image_id.clone()) else {
+            tracing::debug!(image_id = ?call.image_id, %marker, "CreateImage without the marker; nothing to do");
+            return Handled::Done;
+        };
+        let template = match self.api.template(&template_name).await {
+            Ok(Some(template)) if self.triggers.managed(&template.tags) => template,
+            Ok(_) => {
+                tracing::warn!(%image_id, template = %template_name,
+                    "CreateImage names a template that does not exist or is not managed; ignored");
+                return Handled::Done;
+            }
+            Err(error) => return retry(&error),
+        };
+        if let Ok(Some(running)) = Pipeline::from_tags(&template.id, &template.tags)
+            && running.image_id.as_deref() == Some(image_id.as_str())
+        {
+            // The same event again (EventBridge delivers at least once).
+            return Handled::Done;
+        }
+        let images = &self.triggers.images;
+        let request = BakeRequest {
+            template: template.id.clone(),
+            instance_id: call.instance_id.clone().unwrap_or_default(),
+            source_version: "$Default".into(),
+            no_reboot: false,
+            keep: images.keep,
+            parameter: images.ssm_parameters.get(&template.name).cloned(),
+            deregister: images.deregister,
+            available_within: Duration::from_secs(images.available_within_secs),
+            poll: Duration::from_secs(15),
+            dry_run: false,
+        };
+        let mut pipeline = match bake_pipeline(&template, &request, OffsetDateTime::now_utc()) {
+            Ok(pipeline) => pipeline,
+            Err(why) => {
+                tracing::warn!(%image_id, template = %template.name, %why,
+                    "image from CloudTrail not taken; deleted");
+                return Handled::Done;
+            }
+        };
+        pipeline.instance_id = call.instance_id.clone();
+        pipeline.image_id = Some(image_id.clone());
+        pipeline.stage = Stage::AwaitAvailable;
+        self.start(pipeline).await
+    }
+
+    /// A new group pinned to a version number of a managed template: moved to the configured
+    /// alias, so it follows the pipeline's new versions.
+    async fn on_new_group(&self, call: &CreateAutoScalingGroupCall) -> Handled {
+        let target = self.triggers.images.new_group_version;
+        if target == NewGroupVersion::Unchanged {
+            return Handled::Done;
+        }
+        let Some(spec) = &call.launch_template else {
+            return Handled::Done;
+        };
+        // Only a number is a pin: no version (`$Default`) or an alias already follows.
+        if !spec
+            .version
+            .as_deref()
+            .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Handled::Done;
+        }
+        let Some(name_or_id) = spec.id.as_deref().or(spec.name.as_deref()) else {
+            return Handled::Done;
+        };
+        let template = match self.api.template(name_or_id).await {
+            Ok(Some(template)) if self.triggers.managed(&template.tags) => template,
+            Ok(_) => return Handled::Done,
+            Err(error) => return retry(&error),
+        };
+        let group = match self.api.group(&call.asg).await {
+            Ok(Some(group)) => group,
+            Ok(None) => return Handled::Done,
+            Err(error) => return retry(&error),
+        };
+        let managed = self.triggers.managed_groups.iter().any(|g| g == &call.asg)
+            || self.triggers.managed(&group.tags);
+        let names_template = group.template_id.as_deref() == Some(template.id.as_str())
+            || group.template_name.as_deref() == Some(template.name.as_str());
+        let still_pinned = group
+            .version
+            .as_deref()
+            .is_some_and(|v| v.bytes().all(|b| b.is_ascii_digit()));
+        if !managed || !names_template || !still_pinned {
+            tracing::info!(asg = %call.asg, managed, names_template, still_pinned,
+                "new group left as it is");
+            return Handled::Done;
+        }
+        match self
+            .api
+            .use_template_version(&call.asg, &template.id, target.as_str())
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(asg = %call.asg, template = %template.name,
+                    from = ?group.version, to = target.as_str(),
+                    "new group moved off its pinned template version");
+                Handled::Done
+            }
+            Err(error) if error.transient => retry(&error),
+            Err(error) => {
+                tracing::warn!(asg = %call.asg, %error, "new group not moved; deleted");
+                Handled::Done
+            }
+        }
+    }
+
+    /// Writes the record, then takes the pipeline as far as it goes.
+    async fn start(&self, pipeline: Pipeline) -> Handled {
+        // The record first: from here on a reconcile pass finds the pipeline even if this
+        // replica stops before the next call.
+        if let Err(error) = self
+            .api
+            .tag_template(&pipeline.template_id, &pipeline.to_tags())
+            .await
+        {
+            return retry(&error);
+        }
+        tracing::info!(pipeline = %pipeline.id, template_id = %pipeline.template_id,
+            stage = pipeline.stage.as_str(), image_id = ?pipeline.image_id,
+            instance_id = ?pipeline.instance_id, "image pipeline started");
+        if let Err(error) = settle(&self.api, pipeline, &mut Logged).await {
+            // The record is written: reconcile goes on with it.
+            tracing::warn!(%error, "image pipeline paused on an AWS error; reconcile goes on");
+        }
+        Handled::Done
     }
 
     async fn on_refresh(&self, command: &Command) -> Handled {
@@ -99,25 +270,7 @@ impl<A: ImageApi> ImageService<A> {
                 return Handled::Done;
             }
         };
-        // The record first: from here on a reconcile pass finds the pipeline even if this
-        // replica stops before the image is requested.
-        if let Err(error) = self
-            .api
-            .tag_template(&pipeline.template_id, &pipeline.to_tags())
-            .await
-        {
-            return retry(&error);
-        }
-        tracing::info!(pipeline = %pipeline.id, template = %template.name,
-            instance_id = ?pipeline.instance_id, "image pipeline started");
-        match settle(&self.api, pipeline, &mut Logged).await {
-            Ok(_) => Handled::Done,
-            // The record is written: reconcile goes on with it.
-            Err(error) => {
-                tracing::warn!(%error, "image pipeline paused on an AWS error; reconcile goes on");
-                Handled::Done
-            }
-        }
+        self.start(pipeline).await
     }
 
     async fn on_ami_state(&self, change: &AmiStateChange) -> Handled {

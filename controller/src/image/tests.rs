@@ -193,6 +193,7 @@ struct FakeState {
     pending_looks: Option<u32>,
     tokens: HashMap<String, i64>,
     parameter: Option<(String, String)>,
+    groups: HashMap<String, GroupTemplate>,
     calls: Vec<String>,
 }
 
@@ -206,6 +207,7 @@ impl FakeEc2 {
                 pending_looks,
                 tokens: HashMap::new(),
                 parameter: None,
+                groups: HashMap::new(),
                 calls: Vec::new(),
             }),
         }
@@ -217,8 +219,9 @@ impl FakeEc2 {
 }
 
 impl ImageApi for FakeEc2 {
-    async fn template(&self, _name_or_id: &str) -> Result<Option<TemplateView>, FleetError> {
-        Ok(Some(self.state.lock().unwrap().template.clone()))
+    async fn template(&self, name_or_id: &str) -> Result<Option<TemplateView>, FleetError> {
+        let template = self.state.lock().unwrap().template.clone();
+        Ok((template.id == name_or_id || template.name == name_or_id).then_some(template))
     }
     async fn templates(&self) -> Result<Vec<TemplateView>, FleetError> {
         Ok(vec![self.state.lock().unwrap().template.clone()])
@@ -327,6 +330,24 @@ impl ImageApi for FakeEc2 {
     }
     async fn launch_configuration_images(&self) -> Result<BTreeSet<String>, FleetError> {
         Ok(BTreeSet::new())
+    }
+    async fn group(&self, name: &str) -> Result<Option<GroupTemplate>, FleetError> {
+        let s = self.state.lock().unwrap();
+        Ok(s.groups.get(name).cloned())
+    }
+    async fn use_template_version(
+        &self,
+        group: &str,
+        _template_id: &str,
+        version: &str,
+    ) -> Result<(), FleetError> {
+        let mut s = self.state.lock().unwrap();
+        s.calls
+            .push(format!("UpdateAutoScalingGroup {group} {version}"));
+        if let Some(g) = s.groups.get_mut(group) {
+            g.version = Some(version.to_string());
+        }
+        Ok(())
     }
     async fn deregister_image(&self, image_id: &str) -> Result<(), FleetError> {
         self.state
@@ -525,7 +546,7 @@ fn refresh(params: serde_json::Value) -> lifeguard_common::message::Message {
 async fn the_service_starts_on_a_command_and_finishes_on_reconcile_without_waiting() {
     use super::service::ImageService;
     use crate::queue::Handled;
-    let service = ImageService::new(FakeEc2::new(Some(1)));
+    let service = ImageService::new(FakeEc2::new(Some(1)), triggers());
     let command = refresh(serde_json::json!({
         "template": "web",
         "instance_id": "i-0123456789abcdef0",
@@ -561,7 +582,7 @@ async fn the_service_starts_on_a_command_and_finishes_on_reconcile_without_waiti
 async fn a_bad_refresh_command_is_dropped_without_touching_aws() {
     use super::service::ImageService;
     use crate::queue::Handled;
-    let service = ImageService::new(FakeEc2::new(Some(0)));
+    let service = ImageService::new(FakeEc2::new(Some(0)), triggers());
     for params in [
         serde_json::json!({ "instance_id": "i-0123456789abcdef0" }),
         serde_json::json!({ "template": "web" }),
@@ -576,5 +597,130 @@ async fn a_bad_refresh_command_is_dropped_without_touching_aws() {
         service.api().calls().is_empty(),
         "{:?}",
         service.api().calls()
+    );
+}
+
+fn triggers() -> super::service::Triggers {
+    super::service::Triggers {
+        images: crate::config::ImagesConfig::default(),
+        managed_tag: "lifeguard:managed".into(),
+        managed_groups: Vec::new(),
+    }
+}
+
+fn managed(ec2: &FakeEc2) {
+    ec2.state
+        .lock()
+        .unwrap()
+        .template
+        .tags
+        .insert("lifeguard:managed".into(), "true".into());
+}
+
+fn create_image_call(
+    tags: &[(&str, &str)],
+    description: Option<&str>,
+) -> lifeguard_common::message::Message {
+    lifeguard_common::message::Message::CreateImageCall(
+        lifeguard_common::message::CreateImageCall {
+            image_id: Some("ami-0aaa".into()),
+            instance_id: Some("i-0123456789abcdef0".into()),
+            name: Some("release-42".into()),
+            description: description.map(str::to_string),
+            tags: tags
+                .iter()
+                .map(|(k, v)| lifeguard_common::message::Tag {
+                    key: (*k).into(),
+                    value: (*v).into(),
+                })
+                .collect(),
+            region: None,
+            account: None,
+        },
+    )
+}
+
+#[tokio::test]
+async fn an_image_made_with_the_marker_is_taken_from_await_available_and_others_are_not() {
+    use super::service::ImageService;
+    let ec2 = FakeEc2::new(Some(0));
+    managed(&ec2);
+    // The image exists (someone else made it); the pipeline does not create one.
+    {
+        let mut s = ec2.state.lock().unwrap();
+        let view = image(ImageState::Pending);
+        s.images.insert(view.id.clone(), (view, 0));
+    }
+    let service = ImageService::new(ec2, triggers());
+    for ignored in [
+        create_image_call(&[], None),
+        create_image_call(&[("team", "web")], Some("nightly build")),
+        create_image_call(&[("lifeguard:release", "no-such-template")], None),
+    ] {
+        service.handle(&ignored).await;
+    }
+    assert!(
+        service.api().calls().is_empty(),
+        "{:?}",
+        service.api().calls()
+    );
+    service
+        .handle(&create_image_call(
+            &[],
+            Some("release lifeguard:release=web"),
+        ))
+        .await;
+    let calls = service.api().calls();
+    assert!(
+        !calls.iter().any(|c| c.starts_with("CreateImage")),
+        "{calls:?}"
+    );
+    assert!(
+        calls.iter().any(|c| c == "ModifyLaunchTemplate 4"),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_new_group_pinned_to_a_managed_template_moves_to_latest() {
+    use super::service::ImageService;
+    let ec2 = FakeEc2::new(Some(0));
+    managed(&ec2);
+    let group = |version: &str, managed: bool| GroupTemplate {
+        tags: if managed {
+            HashMap::from([("lifeguard:managed".to_string(), "true".to_string())])
+        } else {
+            HashMap::new()
+        },
+        template_id: Some("lt-0123456789abcdef0".into()),
+        template_name: None,
+        version: Some(version.into()),
+    };
+    {
+        let mut s = ec2.state.lock().unwrap();
+        s.groups.insert("pinned".into(), group("2", true));
+        s.groups.insert("unmanaged".into(), group("2", false));
+        s.groups.insert("follows".into(), group("$Latest", true));
+    }
+    let service = ImageService::new(ec2, triggers());
+    for (asg, version) in [("pinned", "2"), ("unmanaged", "2"), ("follows", "$Latest")] {
+        let call = lifeguard_common::message::Message::CreateAutoScalingGroupCall(
+            lifeguard_common::message::CreateAutoScalingGroupCall {
+                asg: asg.into(),
+                launch_template: Some(lifeguard_common::message::LaunchTemplateRef {
+                    id: Some("lt-0123456789abcdef0".into()),
+                    name: None,
+                    version: Some(version.into()),
+                }),
+                launch_configuration: None,
+                region: None,
+                account: None,
+            },
+        );
+        service.handle(&call).await;
+    }
+    assert_eq!(
+        service.api().calls(),
+        vec!["UpdateAutoScalingGroup pinned $Latest".to_string()]
     );
 }

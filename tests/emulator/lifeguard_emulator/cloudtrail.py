@@ -71,6 +71,22 @@ def nest(form: dict[str, Any]) -> dict[str, Any]:
     return root
 
 
+def ec2_shape(request: dict[str, Any]) -> dict[str, Any]:
+    """EC2's records name the tag specifications as CloudTrail does for EC2's query lists:
+    ``tagSpecificationSet: {items: [{resourceType, tags: [{key, value}]}]}``."""
+    specs = request.pop("tagSpecification", None)
+    if isinstance(specs, list):
+        items = []
+        for spec in specs:
+            if isinstance(spec, dict):
+                spec = dict(spec)
+                tags = spec.pop("tag", spec.pop("tags", []))
+                spec["tags"] = tags if isinstance(tags, list) else []
+                items.append(spec)
+        request["tagSpecificationSet"] = {"items": items}
+    return request
+
+
 def emit(
     service: str,
     action: str,
@@ -87,6 +103,9 @@ def emit(
     if "imageId" in found:
         response = {"requestId": found.get("requestId", new_uuid()), "imageId": found["imageId"]}
     request_id = found.get("requestId") or new_uuid()
+    request = nest(params) if isinstance(params, dict) else None
+    if service == "ec2" and request is not None:
+        request = ec2_shape(request)
     detail = {
         "eventVersion": "1.08",
         "userIdentity": {
@@ -102,7 +121,7 @@ def emit(
         "awsRegion": region,
         "sourceIPAddress": "127.0.0.1",
         "userAgent": user_agent or "",
-        "requestParameters": nest(params) if isinstance(params, dict) else None,
+        "requestParameters": request,
         "responseElements": response,
         "requestID": request_id,
         "eventID": new_uuid(),

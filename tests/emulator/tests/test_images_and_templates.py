@@ -130,3 +130,20 @@ def test_optional_cloudtrail_events(emu, asg, ec2, sqs, events):
     assert group["requestParameters"]["autoScalingGroupName"] == "web"
     assert group["requestParameters"]["launchTemplate"]["launchTemplateId"] == lt
     assert group["requestParameters"]["availabilityZones"] == ["us-east-1a"]
+
+
+def test_cloudtrail_names_ec2_tag_specifications_as_cloudtrail_does(emu, ec2, sqs, events):
+    url = queue_with_rule(sqs, events, "trail-tags", {"detail-type": ["AWS API Call via CloudTrail"]})
+    iid = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    emu.ok("POST", "config", {"cloudtrail_events": True})
+    ec2.create_image(
+        InstanceId=iid,
+        Name="tagged-release",
+        TagSpecifications=[{"ResourceType": "image", "Tags": [{"Key": "lifeguard:release", "Value": "web"}]}],
+    )
+    evs = wait_until(lambda: [e for e in drain(sqs, url) if e["detail"]["eventName"] == "CreateImage"] or None)
+    request = evs[0]["detail"]["requestParameters"]
+    assert request["tagSpecificationSet"] == {
+        "items": [{"resourceType": "image", "tags": [{"key": "lifeguard:release", "value": "web"}]}]
+    }
+    assert "tagSpecification" not in request
