@@ -241,7 +241,10 @@ fn the_images_table_is_checked_and_defaults_to_latest() {
         ("keep = 0", "images.keep"),
         ("available_within_secs = 10", "images.available_within_secs"),
         ("new_group_version = \"7\"", "new_group_version"),
-        ("[images.ssm_parameters]\nweb = \"latestAmi\"", "images.ssm_parameters.web"),
+        (
+            "[images.ssm_parameters]\nweb = \"latestAmi\"",
+            "images.ssm_parameters.web",
+        ),
     ] {
         let error = parse(&format!("{MINIMAL}[images]\n{bad}\n")).unwrap_err();
         assert!(error.contains(key), "{bad}: {error}");
