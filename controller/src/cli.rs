@@ -94,7 +94,26 @@ pub struct BakeArgs {
     #[arg(long, default_value_t = 14_400, value_parser = clap::value_parser!(u64).range(60..=crate::image::command::MAX_AVAILABLE_WITHIN_SECS))]
     pub available_within_secs: u64,
     #[command(flatten)]
+    pub roll: RollOptions,
+    #[command(flatten)]
     pub run: RunOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct RollOptions {
+    /// After promote, an instance refresh of every group that launches from the template; each
+    /// replaced instance leaves through the terminate hook, so its agent drains and archives.
+    #[arg(long)]
+    pub roll: bool,
+    /// Percentage of the group kept in service during the roll.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub min_healthy_percentage: u8,
+    /// Seconds a new instance warms up before it counts as healthy.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(0..=86_400))]
+    pub instance_warmup_secs: u32,
+    /// A checkpoint percentage (repeat; ascending, the last 100).
+    #[arg(long)]
+    pub checkpoint: Vec<u8>,
 }
 
 #[derive(Debug, Args)]
@@ -290,6 +309,11 @@ fn run_image(config_path: &std::path::Path, command: ImageCommand) -> ExitCode {
                     parameter: args.ssm_parameter,
                     deregister: args.prune.deregister,
                     available_within: std::time::Duration::from_secs(args.available_within_secs),
+                    roll: args.roll.roll.then(|| crate::image::roll::Roll {
+                        min_healthy_percentage: args.roll.min_healthy_percentage,
+                        instance_warmup_secs: args.roll.instance_warmup_secs,
+                        checkpoints: args.roll.checkpoint.clone(),
+                    }),
                     poll: poll(&args.run),
                     dry_run: args.run.dry_run,
                 };

@@ -13,6 +13,7 @@ pub mod command;
 pub mod dry_run;
 pub mod pipeline;
 pub mod prune;
+pub mod roll;
 pub mod run;
 pub mod service;
 pub mod start;

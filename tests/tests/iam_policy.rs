@@ -390,7 +390,9 @@ fn scope_problems(program: &Program) -> Vec<String> {
                          made (tagged lifeguard:image:template)"
                     ));
                 }
-                "autoscaling:UpdateAutoScalingGroup" if !lifecycle_scoped(statement) => {
+                "autoscaling:UpdateAutoScalingGroup" | "autoscaling:StartInstanceRefresh"
+                    if !lifecycle_scoped(statement) =>
+                {
                     problems.push(format!(
                         "{sid}: {action} only on groups carrying {MANAGED_TAG}"
                     ));

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::roll::{RefreshView, Roll};
 use crate::fleet::FleetError;
 
 /// A launch template and the versions it resolves `$Default` and `$Latest` to.
@@ -179,6 +180,27 @@ pub trait ImageApi: Send + Sync {
     fn launch_configuration_images(
         &self,
     ) -> impl Future<Output = Result<BTreeSet<String>, FleetError>> + Send;
+
+    /// The groups that launch from the template: name and the version they name.
+    fn groups_of_template(
+        &self,
+        template: &TemplateView,
+    ) -> impl Future<Output = Result<Vec<(String, Option<String>)>, FleetError>> + Send;
+
+    /// The group's newest instance refresh, if it has had one.
+    fn latest_refresh(
+        &self,
+        group: &str,
+    ) -> impl Future<Output = Result<Option<RefreshView>, FleetError>> + Send;
+
+    /// Starts an instance refresh (skip-matching on); with `desired`, the group is rolled to
+    /// that template version and rolls back on failure. Its id.
+    fn start_refresh(
+        &self,
+        group: &str,
+        roll: &Roll,
+        desired: Option<(&str, i64)>,
+    ) -> impl Future<Output = Result<String, FleetError>> + Send;
 
     /// A group's tags and the launch template it names (id or name, version); `None` if there
     /// is no such group.

@@ -8,11 +8,13 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use lifeguard_common::aws::is_transient;
+use time::OffsetDateTime;
 
 use super::api::{
     CreateImage, GroupTemplate, ImageApi, ImageState, ImageView, SnapshotView, TemplateView,
     VersionView,
 };
+use super::roll::{RefreshView, Roll};
 use crate::fleet::FleetError;
 
 /// Instance refreshes in these states still hold the configuration they roll to, and the one
@@ -367,8 +369,10 @@ impl ImageApi for AwsImages {
         Ok(())
     }
 
-    async fn pinned_versions(&self, template: &TemplateView) -> Result<BTreeSet<i64>, FleetError> {
-        let mut pinned = BTreeSet::new();
+    async fn groups_of_template(
+        &self,
+        template: &TemplateView,
+    ) -> Result<Vec<(String, Option<String>)>, FleetError> {
         let mut users = Vec::new();
         let mut next: Option<String> = None;
         loop {
@@ -387,24 +391,28 @@ impl ImageApi for AwsImages {
                         .and_then(|m| m.launch_template())
                         .and_then(|l| l.launch_template_specification()),
                 ];
-                let mut uses = false;
-                for spec in specs.into_iter().flatten() {
-                    if spec.launch_template_id() == Some(template.id.as_str())
+                let spec = specs.into_iter().flatten().find(|spec| {
+                    spec.launch_template_id() == Some(template.id.as_str())
                         || spec.launch_template_name() == Some(template.name.as_str())
-                    {
-                        uses = true;
-                    }
-                    pinned.extend(pin(Some(spec), template));
-                }
-                if uses && let Some(name) = group.auto_scaling_group_name() {
-                    users.push(name.to_string());
+                });
+                if let (Some(spec), Some(name)) = (spec, group.auto_scaling_group_name()) {
+                    users.push((name.to_string(), spec.version().map(str::to_string)));
                 }
             }
             match page.next_token() {
                 Some(token) if !token.is_empty() => next = Some(token.to_string()),
-                _ => break,
+                _ => return Ok(users),
             }
         }
+    }
+
+    async fn pinned_versions(&self, template: &TemplateView) -> Result<BTreeSet<i64>, FleetError> {
+        let groups = self.groups_of_template(template).await?;
+        let mut pinned: BTreeSet<i64> = groups
+            .iter()
+            .filter_map(|(_, version)| version.as_deref()?.parse().ok())
+            .collect();
+        let users: Vec<String> = groups.into_iter().map(|(name, _)| name).collect();
         // A refresh can roll a group to a version the group does not name yet.
         for group in users {
             let answer = self
@@ -494,6 +502,70 @@ impl ImageApi for AwsImages {
                 _ => return Ok(images),
             }
         }
+    }
+
+    async fn latest_refresh(&self, group: &str) -> Result<Option<RefreshView>, FleetError> {
+        let answer = self
+            .autoscaling
+            .describe_instance_refreshes()
+            .auto_scaling_group_name(group)
+            .max_records(1)
+            .send()
+            .await
+            .map_err(|e| failed("DescribeInstanceRefreshes", group, &e))?;
+        Ok(answer.instance_refreshes().first().and_then(|r| {
+            Some(RefreshView {
+                id: r.instance_refresh_id()?.to_string(),
+                status: r.status().map_or("unknown", |s| s.as_str()).to_string(),
+                percent: r.percentage_complete(),
+                reason: r.status_reason().map(str::to_string),
+                started_at: r
+                    .start_time()
+                    .and_then(|t| OffsetDateTime::from_unix_timestamp(t.secs()).ok()),
+            })
+        }))
+    }
+
+    async fn start_refresh(
+        &self,
+        group: &str,
+        roll: &Roll,
+        desired: Option<(&str, i64)>,
+    ) -> Result<String, FleetError> {
+        use aws_sdk_autoscaling::types::{
+            DesiredConfiguration, LaunchTemplateSpecification, RefreshPreferences,
+        };
+        let mut preferences = RefreshPreferences::builder()
+            .min_healthy_percentage(i32::from(roll.min_healthy_percentage))
+            .instance_warmup(i32::try_from(roll.instance_warmup_secs).unwrap_or(i32::MAX))
+            .skip_matching(true)
+            // Rollback needs a desired configuration that is not an alias.
+            .auto_rollback(desired.is_some());
+        for checkpoint in &roll.checkpoints {
+            preferences = preferences.checkpoint_percentages(i32::from(*checkpoint));
+        }
+        let mut call = self
+            .autoscaling
+            .start_instance_refresh()
+            .auto_scaling_group_name(group)
+            .preferences(preferences.build());
+        if let Some((template_id, version)) = desired {
+            call = call.desired_configuration(
+                DesiredConfiguration::builder()
+                    .launch_template(
+                        LaunchTemplateSpecification::builder()
+                            .launch_template_id(template_id)
+                            .version(version.to_string())
+                            .build(),
+                    )
+                    .build(),
+            );
+        }
+        let answer = call
+            .send()
+            .await
+            .map_err(|e| failed("StartInstanceRefresh", group, &e))?;
+        Ok(answer.instance_refresh_id().unwrap_or_default().to_string())
     }
 
     async fn group(&self, name: &str) -> Result<Option<GroupTemplate>, FleetError> {

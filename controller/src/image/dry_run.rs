@@ -8,6 +8,7 @@ use super::api::{
     CreateImage, GroupTemplate, ImageApi, ImageState, ImageView, SnapshotView, TemplateView,
     VersionView,
 };
+use super::roll::{RefreshView, Roll};
 use crate::fleet::FleetError;
 
 /// The image id a dry run's `CreateImage` answers with.
@@ -152,6 +153,50 @@ impl<A: ImageApi> ImageApi for DryRun<'_, A> {
 
     async fn launch_configuration_images(&self) -> Result<BTreeSet<String>, FleetError> {
         self.inner.launch_configuration_images().await
+    }
+
+    async fn groups_of_template(
+        &self,
+        template: &TemplateView,
+    ) -> Result<Vec<(String, Option<String>)>, FleetError> {
+        self.inner.groups_of_template(template).await
+    }
+
+    async fn latest_refresh(&self, group: &str) -> Result<Option<RefreshView>, FleetError> {
+        let started = self.calls().iter().any(|c| {
+            c.starts_with(&format!(
+                "autoscaling StartInstanceRefresh AutoScalingGroupName={group} "
+            ))
+        });
+        if started {
+            // What the stand-in refresh would come to, so the rest of the run can be shown.
+            return Ok(Some(RefreshView {
+                id: "dry-run".into(),
+                status: "Successful".into(),
+                percent: Some(100),
+                reason: None,
+                started_at: None,
+            }));
+        }
+        self.inner.latest_refresh(group).await
+    }
+
+    async fn start_refresh(
+        &self,
+        group: &str,
+        roll: &Roll,
+        desired: Option<(&str, i64)>,
+    ) -> Result<String, FleetError> {
+        self.would(format!(
+            "autoscaling StartInstanceRefresh AutoScalingGroupName={group} \
+             Preferences={{{}, SkipMatching=true, AutoRollback={}}}{}",
+            roll.encode(),
+            desired.is_some(),
+            desired
+                .map(|(id, v)| format!(" DesiredConfiguration.LaunchTemplate={id}:{v}"))
+                .unwrap_or_default()
+        ));
+        Ok("dry-run".into())
     }
 
     async fn group(&self, name: &str) -> Result<Option<GroupTemplate>, FleetError> {

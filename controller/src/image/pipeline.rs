@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use time::OffsetDateTime;
 
 use super::api::{ImageState, ImageView};
+use super::roll::Roll;
 use crate::marks::{format_time, parse_time};
 
 pub const TAG_PREFIX: &str = "lifeguard:image:";
@@ -22,17 +23,19 @@ pub enum Stage {
     AwaitAvailable,
     Version,
     Promote,
+    Roll,
     Prune,
     Done,
     Failed,
 }
 
 impl Stage {
-    const ALL: [Stage; 7] = [
+    const ALL: [Stage; 8] = [
         Stage::Bake,
         Stage::AwaitAvailable,
         Stage::Version,
         Stage::Promote,
+        Stage::Roll,
         Stage::Prune,
         Stage::Done,
         Stage::Failed,
@@ -44,6 +47,7 @@ impl Stage {
             Stage::AwaitAvailable => "await-available",
             Stage::Version => "version",
             Stage::Promote => "promote",
+            Stage::Roll => "roll",
             Stage::Prune => "prune",
             Stage::Done => "done",
             Stage::Failed => "failed",
@@ -83,6 +87,10 @@ pub struct Pipeline {
     pub parameter: Option<String>,
     /// Whether prune deregisters images no version or launch configuration uses any more.
     pub deregister: bool,
+    /// Instance refresh of the template's groups after promote, if asked for.
+    pub roll: Option<Roll>,
+    /// When the roll began: refreshes since then are the roll's.
+    pub roll_started: Option<OffsetDateTime>,
     /// Why the pipeline failed.
     pub reason: Option<String>,
 }
@@ -107,6 +115,7 @@ pub enum Step {
         version: i64,
         image_id: String,
     },
+    Roll,
     Prune,
     Finished,
     Fail {
@@ -142,6 +151,14 @@ impl Pipeline {
                 self.new_version.map(|v| v.to_string()).unwrap_or_default(),
             ),
             (key("parameter"), self.parameter.clone().unwrap_or_default()),
+            (
+                key("roll"),
+                self.roll.as_ref().map(Roll::encode).unwrap_or_default(),
+            ),
+            (
+                key("roll-started"),
+                self.roll_started.map(format_time).unwrap_or_default(),
+            ),
             (key("reason"), self.reason.clone().unwrap_or_default()),
         ];
         for (_, value) in &mut tags {
@@ -187,6 +204,8 @@ impl Pipeline {
             keep: u32::try_from(number("keep")?).map_err(|_| "keep out of range".to_string())?,
             parameter: get("parameter").map(str::to_string),
             deregister: get("deregister") == Some("true"),
+            roll: get("roll").map(Roll::decode).transpose()?,
+            roll_started: get("roll-started").and_then(parse_time),
             reason: get("reason").map(str::to_string),
         }))
     }
@@ -278,6 +297,7 @@ pub fn decide(
                 reason: "promote without a new version".into(),
             },
         },
+        Stage::Roll => Step::Roll,
         Stage::Prune => Step::Prune,
         Stage::Done | Stage::Failed => Step::Finished,
     }

@@ -10,6 +10,7 @@ use super::pipeline::{
     IMAGE_PIPELINE_TAG, IMAGE_TEMPLATE_TAG, Pipeline, Stage, Step, decide, humanize,
 };
 use super::prune::prune;
+use super::roll::{GroupRoll, RollStep, next};
 use crate::fleet::FleetError;
 
 /// Transient AWS errors in a row before the run gives up (the record stays where it was, to be
@@ -184,7 +185,13 @@ async fn advance<A: ImageApi>(
             if let Some(parameter) = &pipeline.parameter {
                 api.put_parameter(parameter, &image_id).await?;
             }
-            save(api, pipeline, Stage::Prune).await?;
+            let next = if pipeline.roll.is_some() {
+                pipeline.roll_started = Some(OffsetDateTime::now_utc());
+                Stage::Roll
+            } else {
+                Stage::Prune
+            };
+            save(api, pipeline, next).await?;
             progress.event(
                 pipeline,
                 &match &pipeline.parameter {
@@ -195,6 +202,7 @@ async fn advance<A: ImageApi>(
                 },
             );
         }
+        Step::Roll => return roll_step(api, pipeline, poll, progress).await,
         Step::Prune => {
             let template = template_of(api, pipeline).await?;
             let pruned = prune(api, &template, pipeline.keep, pipeline.deregister).await?;
@@ -223,6 +231,71 @@ async fn advance<A: ImageApi>(
         Step::Finished => return Ok(Advanced::Ended),
     }
     Ok(Advanced::Moved)
+}
+
+/// One step of the roll: start the next group's refresh, wait for those running, or end.
+async fn roll_step<A: ImageApi>(
+    api: &A,
+    pipeline: &mut Pipeline,
+    poll: Duration,
+    progress: &mut impl Progress,
+) -> Result<Advanced, FleetError> {
+    let Some(roll) = pipeline.roll.clone() else {
+        save(api, pipeline, Stage::Prune).await?;
+        return Ok(Advanced::Moved);
+    };
+    let template = template_of(api, pipeline).await?;
+    // A refresh started a little before the recorded start (clocks differ) still counts.
+    let since = pipeline.roll_started.unwrap_or(pipeline.started_at) - time::Duration::minutes(5);
+    let mut groups = Vec::new();
+    for (group, version) in api.groups_of_template(&template).await? {
+        let refresh = api
+            .latest_refresh(&group)
+            .await?
+            .filter(|r| r.started_at.is_none_or(|at| at >= since));
+        groups.push(GroupRoll {
+            group,
+            pinned: version.and_then(|v| v.parse().ok()),
+            refresh,
+        });
+    }
+    match next(&groups) {
+        RollStep::Start { group, pinned } => {
+            let version = pipeline.new_version.unwrap_or(template.latest_version);
+            let desired = pinned.then_some((pipeline.template_id.as_str(), version));
+            let id = api.start_refresh(&group, &roll, desired).await?;
+            progress.event(
+                pipeline,
+                &format!(
+                    "instance refresh {id} of {group} started{}",
+                    if pinned {
+                        format!(" to version {version}, rolling back on failure")
+                    } else {
+                        String::new()
+                    }
+                ),
+            );
+            Ok(Advanced::Moved)
+        }
+        RollStep::Wait { detail } => {
+            let now = OffsetDateTime::now_utc();
+            progress.waiting(pipeline, now - pipeline.started_at, &detail);
+            Ok(Advanced::Wait(poll))
+        }
+        RollStep::Done => {
+            save(api, pipeline, Stage::Prune).await?;
+            progress.event(
+                pipeline,
+                &format!("{} group(s) rolled onto the new version", groups.len()),
+            );
+            Ok(Advanced::Moved)
+        }
+        RollStep::Fail { reason } => {
+            fail(api, pipeline, reason).await?;
+            progress.event(pipeline, "failed");
+            Ok(Advanced::Ended)
+        }
+    }
 }
 
 async fn save<A: ImageApi>(

@@ -144,6 +144,7 @@ impl<A: ImageApi> ImageService<A> {
             parameter: images.ssm_parameters.get(&template.name).cloned(),
             deregister: images.deregister,
             available_within: Duration::from_secs(images.available_within_secs),
+            roll: None,
             poll: Duration::from_secs(15),
             dry_run: false,
         };
@@ -349,7 +350,45 @@ fn bake_request(command: &Command) -> Result<BakeRequest, String> {
             .filter(|n| (60..=MAX_AVAILABLE_WITHIN_SECS).contains(n))
             .ok_or("`available_within_secs`: 60 to 172800")?,
     };
+    let roll = match params.get("roll") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(roll)) => {
+            let number = |key: &str, default: u64| -> Result<u64, String> {
+                match roll.get(key) {
+                    None => Ok(default),
+                    Some(v) => v.as_u64().ok_or(format!("`roll.{key}`: a number")),
+                }
+            };
+            let small = |n: u64, key: &str| u8::try_from(n).map_err(|_| format!("`roll.{key}`"));
+            let checkpoints = match roll.get("checkpoints") {
+                None => Vec::new(),
+                Some(list) => list
+                    .as_array()
+                    .ok_or("`roll.checkpoints`: a list")?
+                    .iter()
+                    .map(|c| {
+                        c.as_u64()
+                            .and_then(|c| u8::try_from(c).ok())
+                            .ok_or("`roll.checkpoints`: percentages".to_string())
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            let roll = super::roll::Roll {
+                min_healthy_percentage: small(
+                    number("min_healthy_percentage", 90)?,
+                    "min_healthy_percentage",
+                )?,
+                instance_warmup_secs: u32::try_from(number("instance_warmup_secs", 300)?)
+                    .map_err(|_| "`roll.instance_warmup_secs`".to_string())?,
+                checkpoints,
+            };
+            roll.check()?;
+            Some(roll)
+        }
+        Some(_) => return Err("`roll`: an object".into()),
+    };
     Ok(BakeRequest {
+        roll,
         template,
         instance_id,
         source_version: text("source_version").unwrap_or_else(|| "$Default".into()),

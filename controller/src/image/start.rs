@@ -24,6 +24,8 @@ pub struct BakeRequest {
     pub parameter: Option<String>,
     pub deregister: bool,
     pub available_within: Duration,
+    /// Refresh the template's groups after promote.
+    pub roll: Option<super::roll::Roll>,
     pub poll: Duration,
     pub dry_run: bool,
 }
@@ -68,6 +70,9 @@ pub fn bake_pipeline(
         }
     }
     let source_version = resolve_version(template, &request.source_version)?;
+    if let Some(roll) = &request.roll {
+        roll.check()?;
+    }
     if let Some(parameter) = &request.parameter
         && parameter.chars().count() > 256
     {
@@ -92,6 +97,8 @@ pub fn bake_pipeline(
         keep: request.keep,
         parameter: request.parameter.clone(),
         deregister: request.deregister,
+        roll: request.roll.clone(),
+        roll_started: None,
         reason: None,
     })
 }

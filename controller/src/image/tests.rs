@@ -33,6 +33,8 @@ fn pipeline(stage: Stage) -> Pipeline {
         keep: 3,
         parameter: Some("/fleet/web/latestAmi".into()),
         deregister: true,
+        roll: None,
+        roll_started: None,
         reason: None,
     }
 }
@@ -194,6 +196,7 @@ struct FakeState {
     tokens: HashMap<String, i64>,
     parameter: Option<(String, String)>,
     groups: HashMap<String, GroupTemplate>,
+    refreshes: HashMap<String, super::roll::RefreshView>,
     calls: Vec<String>,
 }
 
@@ -208,6 +211,7 @@ impl FakeEc2 {
                 tokens: HashMap::new(),
                 parameter: None,
                 groups: HashMap::new(),
+                refreshes: HashMap::new(),
                 calls: Vec::new(),
             }),
         }
@@ -330,6 +334,46 @@ impl ImageApi for FakeEc2 {
     }
     async fn launch_configuration_images(&self) -> Result<BTreeSet<String>, FleetError> {
         Ok(BTreeSet::new())
+    }
+    async fn groups_of_template(
+        &self,
+        _template: &TemplateView,
+    ) -> Result<Vec<(String, Option<String>)>, FleetError> {
+        let s = self.state.lock().unwrap();
+        Ok(s.groups
+            .iter()
+            .map(|(name, g)| (name.clone(), g.version.clone()))
+            .collect())
+    }
+    async fn latest_refresh(
+        &self,
+        group: &str,
+    ) -> Result<Option<super::roll::RefreshView>, FleetError> {
+        let s = self.state.lock().unwrap();
+        Ok(s.refreshes.get(group).cloned())
+    }
+    async fn start_refresh(
+        &self,
+        group: &str,
+        _roll: &super::roll::Roll,
+        desired: Option<(&str, i64)>,
+    ) -> Result<String, FleetError> {
+        let mut s = self.state.lock().unwrap();
+        s.calls.push(format!(
+            "StartInstanceRefresh {group} {}",
+            desired.map(|(_, v)| v.to_string()).unwrap_or_default()
+        ));
+        s.refreshes.insert(
+            group.to_string(),
+            super::roll::RefreshView {
+                id: format!("r-{group}"),
+                status: "Successful".into(),
+                percent: Some(100),
+                reason: None,
+                started_at: Some(OffsetDateTime::now_utc()),
+            },
+        );
+        Ok(format!("r-{group}"))
     }
     async fn group(&self, name: &str) -> Result<Option<GroupTemplate>, FleetError> {
         let s = self.state.lock().unwrap();
@@ -723,4 +767,59 @@ async fn a_new_group_pinned_to_a_managed_template_moves_to_latest() {
         service.api().calls(),
         vec!["UpdateAutoScalingGroup pinned $Latest".to_string()]
     );
+}
+
+#[tokio::test]
+async fn a_roll_refreshes_every_group_of_the_template_pinned_ones_to_the_new_version() {
+    let ec2 = FakeEc2::new(Some(0));
+    {
+        let mut s = ec2.state.lock().unwrap();
+        let template_id = s.template.id.clone();
+        for (name, version) in [("follows", "$Latest"), ("pinned", "3")] {
+            s.groups.insert(
+                name.into(),
+                GroupTemplate {
+                    tags: HashMap::new(),
+                    template_id: Some(template_id.clone()),
+                    template_name: None,
+                    version: Some(version.into()),
+                },
+            );
+        }
+    }
+    let mut p = fresh(Stage::Bake);
+    p.roll = Some(super::roll::Roll {
+        min_healthy_percentage: 50,
+        instance_warmup_secs: 0,
+        checkpoints: Vec::new(),
+    });
+    let mut seen = Seen::default();
+    let ended = drive(&ec2, p, Duration::from_millis(1), &mut seen)
+        .await
+        .unwrap();
+    assert_eq!(ended.stage, Stage::Done, "{:?}", seen.events);
+    let mut refreshes: Vec<String> = ec2
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("StartInstanceRefresh"))
+        .collect();
+    refreshes.sort();
+    assert_eq!(
+        refreshes,
+        vec![
+            "StartInstanceRefresh follows ".to_string(),
+            "StartInstanceRefresh pinned 4".to_string()
+        ]
+    );
+    // The roll comes before prune: rollback needs the old versions.
+    let calls = ec2.calls();
+    let last_refresh = calls
+        .iter()
+        .rposition(|c| c.starts_with("StartInstanceRefresh"))
+        .unwrap();
+    let prune = calls
+        .iter()
+        .position(|c| c.starts_with("DeleteLaunchTemplateVersions"))
+        .unwrap();
+    assert!(last_refresh < prune, "{calls:?}");
 }
