@@ -321,7 +321,7 @@ impl<A: ImageApi> ImageService<A> {
 
 /// The command's parameters: `template` (name or id) and the instance (`instance_ids[0]` or
 /// `instance_id`) are required; the rest default as `image bake` does.
-fn bake_request(command: &Command) -> Result<BakeRequest, String> {
+pub(crate) fn bake_request(command: &Command) -> Result<BakeRequest, String> {
     let params = &command.params;
     let text = |key: &str| params.get(key).and_then(Value::as_str).map(str::to_string);
     let flag = |key: &str| params.get(key).and_then(Value::as_bool).unwrap_or(false);

@@ -823,3 +823,24 @@ async fn a_roll_refreshes_every_group_of_the_template_pinned_ones_to_the_new_ver
         .unwrap();
     assert!(last_refresh < prune, "{calls:?}");
 }
+
+/// The EventBridge Scheduler example sends a Refresh Image command the service accepts.
+#[test]
+fn the_schedule_example_sends_a_refresh_the_service_accepts() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../packaging/scheduler/refresh-image-weekly.json");
+    let schedule: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let input = schedule["Target"]["Input"].as_str().unwrap();
+    let parsed = lifeguard_common::message::parse(input.as_bytes()).unwrap();
+    let lifeguard_common::message::Message::Command(command) = parsed.message else {
+        panic!("not a command: {input}");
+    };
+    assert_eq!(
+        command.name,
+        lifeguard_common::message::CommandName::RefreshImage
+    );
+    let request = super::service::bake_request(&command).unwrap();
+    assert_eq!(request.template, "web");
+    assert_eq!(request.roll.unwrap().checkpoints, vec![50, 100]);
+}
