@@ -84,6 +84,7 @@ impl<A: ImageApi> ImageService<A> {
                 command.name == lifeguard_common::message::CommandName::RefreshImage
             }
             Message::AmiStateChange(_)
+            | Message::InstanceRefresh(_)
             | Message::CreateImageCall(_)
             | Message::CreateAutoScalingGroupCall(_) => true,
             _ => false,
@@ -94,6 +95,16 @@ impl<A: ImageApi> ImageService<A> {
         match message {
             Message::Command(command) => self.on_refresh(command).await,
             Message::AmiStateChange(change) => self.on_ami_state(change).await,
+            // A refresh started, reached a checkpoint or ended: rolls go on at once rather
+            // than at the next reconcile pass.
+            Message::InstanceRefresh(event) => {
+                tracing::debug!(asg = %event.asg, refresh_id = %event.refresh_id,
+                    "instance refresh event; rolling pipelines looked at");
+                match self.advance_running(|p| p.stage == Stage::Roll).await {
+                    Ok(_) => Handled::Done,
+                    Err(error) => retry(&error),
+                }
+            }
             Message::CreateImageCall(call) => self.on_create_image(call).await,
             Message::CreateAutoScalingGroupCall(call) => self.on_new_group(call).await,
             _ => Handled::Done,

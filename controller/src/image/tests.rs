@@ -844,3 +844,89 @@ fn the_schedule_example_sends_a_refresh_the_service_accepts() {
     assert_eq!(request.template, "web");
     assert_eq!(request.roll.unwrap().checkpoints, vec![50, 100]);
 }
+
+#[tokio::test]
+async fn a_refresh_event_moves_a_rolling_pipeline_on_and_a_rolled_back_refresh_fails_it() {
+    use super::service::ImageService;
+    use lifeguard_common::message::{InstanceRefreshEvent, Message, RefreshStage};
+    for (ending, expected) in [
+        ("Successful", Stage::Done),
+        ("RollbackSuccessful", Stage::Failed),
+    ] {
+        let ec2 = FakeEc2::new(Some(0));
+        {
+            let mut s = ec2.state.lock().unwrap();
+            let template_id = s.template.id.clone();
+            s.groups.insert(
+                "web".into(),
+                GroupTemplate {
+                    tags: HashMap::new(),
+                    template_id: Some(template_id),
+                    template_name: None,
+                    version: Some("3".into()),
+                },
+            );
+            s.refreshes.insert(
+                "web".into(),
+                super::roll::RefreshView {
+                    id: "r-1".into(),
+                    status: "InProgress".into(),
+                    percent: Some(50),
+                    reason: Some("a replacement's launch was abandoned".into()),
+                    started_at: Some(OffsetDateTime::now_utc()),
+                },
+            );
+            let mut p = fresh(Stage::Roll);
+            p.image_id = Some("ami-0aaa".into());
+            p.new_version = Some(4);
+            p.roll = Some(super::roll::Roll {
+                min_healthy_percentage: 50,
+                instance_warmup_secs: 0,
+                checkpoints: Vec::new(),
+            });
+            p.roll_started = Some(OffsetDateTime::now_utc());
+            s.template.tags = p.to_tags().into_iter().collect();
+        }
+        let service = ImageService::new(ec2, triggers());
+        let event = Message::InstanceRefresh(InstanceRefreshEvent {
+            stage: RefreshStage::Succeeded,
+            refresh_id: "r-1".into(),
+            asg: "web".into(),
+            checkpoint_percentage: None,
+            checkpoint_delay_secs: None,
+        });
+        assert!(ImageService::<FakeEc2>::handles(&event));
+        service.handle(&event).await;
+        let stage = |service: &ImageService<FakeEc2>| {
+            let s = service.api().state.lock().unwrap();
+            Pipeline::from_tags(&s.template.id, &s.template.tags)
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(stage(&service).stage, Stage::Roll, "still running: waits");
+        service
+            .api()
+            .state
+            .lock()
+            .unwrap()
+            .refreshes
+            .get_mut("web")
+            .unwrap()
+            .status = ending.into();
+        service.handle(&event).await;
+        let ended = stage(&service);
+        assert_eq!(ended.stage, expected, "{ending}: {:?}", ended.reason);
+        if expected == Stage::Failed {
+            let reason = ended.reason.unwrap();
+            assert!(reason.contains("RollbackSuccessful"), "{reason}");
+            // Prune never ran: the version a rollback returned to is still there.
+            assert!(
+                !service
+                    .api()
+                    .calls()
+                    .iter()
+                    .any(|c| c.starts_with("DeleteLaunchTemplateVersions"))
+            );
+        }
+    }
+}
