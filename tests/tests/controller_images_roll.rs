@@ -149,3 +149,156 @@ async fn a_roll_replaces_every_old_instance_through_a_drain_with_its_logs_archiv
     }
     drop(agents);
 }
+
+/// A pinned group's refresh whose replacement is abandoned at launch fails; Auto Scaling rolls
+/// the group back (the pipeline asked for auto-rollback, as the group pins a version), and the
+/// pipeline ends failed with Auto Scaling's outcome and prunes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_that_fails_rolls_the_pinned_group_back_and_fails_the_pipeline() {
+    let scene = scene(1, 3600, &[]).await;
+    let stage = &scene.stage;
+    let autoscaling = &stage.clients.autoscaling;
+    stage
+        .emulator
+        .control_post("config", json!({ "ami_pending_secs": 3 }))
+        .await;
+    autoscaling
+        .update_auto_scaling_group()
+        .auto_scaling_group_name(GROUP)
+        .launch_template(
+            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                .launch_template_name("web")
+                .version("1")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    autoscaling
+        .put_lifecycle_hook()
+        .auto_scaling_group_name(GROUP)
+        .lifecycle_hook_name("ready")
+        .lifecycle_transition("autoscaling:EC2_INSTANCE_LAUNCHING")
+        .heartbeat_timeout(3600)
+        .default_result("ABANDON")
+        .send()
+        .await
+        .unwrap();
+    let old = stage.instances[0].clone();
+    let dir = stage.path(&old);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = config_for(&stage.emulator, &old, &dir, &stage.archive_config());
+    let agent = ServiceProcess::start_with_env(&dir, &config, &[]);
+    agent
+        .wait_for_log("lifeguard-agent watching", Duration::from_secs(60))
+        .await;
+    let controller = scene.start_controller("a", "");
+    controller.wait_ready().await;
+
+    let bake = tokio::task::spawn_blocking({
+        let config = controller.config.clone();
+        let golden = old.clone();
+        move || {
+            Command::new(workspace_binary("lifeguard-controller"))
+                .arg("--config")
+                .arg(&config)
+                .args([
+                    "image",
+                    "bake",
+                    "--template",
+                    "web",
+                    "--instance",
+                    &golden,
+                    "--no-reboot",
+                    "--roll",
+                    "--min-healthy-percentage",
+                    "0",
+                    "--instance-warmup-secs",
+                    "0",
+                    "--poll-secs",
+                    "1",
+                ])
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .output()
+                .unwrap()
+        }
+    });
+    // The refresh's replacement is abandoned at launch; the rollback's is let in.
+    let mut answered = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !bake.is_finished() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bake did not end"
+        );
+        let status = autoscaling
+            .describe_instance_refreshes()
+            .auto_scaling_group_name(GROUP)
+            .send()
+            .await
+            .unwrap()
+            .instance_refreshes()
+            .first()
+            .and_then(|r| r.status().map(|s| s.as_str().to_string()));
+        let waiting = autoscaling
+            .describe_auto_scaling_instances()
+            .send()
+            .await
+            .unwrap();
+        for instance in waiting.auto_scaling_instances() {
+            let id = instance.instance_id().unwrap_or_default().to_string();
+            if instance.lifecycle_state() != Some("Pending:Wait") || answered.contains(&id) {
+                continue;
+            }
+            let result = match status.as_deref() {
+                Some("InProgress") => "ABANDON",
+                Some("RollbackInProgress") => "CONTINUE",
+                _ => continue,
+            };
+            autoscaling
+                .complete_lifecycle_action()
+                .auto_scaling_group_name(GROUP)
+                .lifecycle_hook_name("ready")
+                .instance_id(&id)
+                .lifecycle_action_result(result)
+                .send()
+                .await
+                .unwrap();
+            answered.insert(id);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let output = bake.await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Rollback"), "{stderr}");
+    // The group is back on version 1; prune did not run.
+    let group = autoscaling
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(GROUP)
+        .send()
+        .await
+        .unwrap()
+        .auto_scaling_groups()[0]
+        .clone();
+    assert_eq!(
+        group.launch_template().and_then(|t| t.version()),
+        Some("1"),
+        "{stderr}"
+    );
+    assert!(
+        stage
+            .emulator
+            .calls("ec2", "DeleteLaunchTemplateVersions", None)
+            .await
+            .is_empty()
+    );
+    // The old instance still left through its agent's drain, logs archived.
+    let keys = stage.keys(&format!("lifeguard/{GROUP}/{old}/")).await;
+    assert!(
+        keys.iter().any(|k| k.ends_with("-scale_in.tar.gz")),
+        "{keys:?}"
+    );
+    drop(agent);
+}
