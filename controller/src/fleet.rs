@@ -11,6 +11,7 @@ use lifeguard_common::message::Transition;
 use crate::marks::Marks;
 
 mod aws;
+pub(crate) use aws::fleet_error;
 
 pub use aws::AwsFleet;
 

@@ -124,7 +124,9 @@ impl AwsFleet {
     }
 }
 
-fn fleet_error<E>(
+/// A failed SDK call as a [`FleetError`]: the operation, what it was about, AWS's code and
+/// whether trying again may help.
+pub(crate) fn fleet_error<E>(
     operation: &'static str,
     subject: &str,
     error: &SdkError<E, HttpResponse>,

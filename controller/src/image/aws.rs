@@ -2,12 +2,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use aws_sdk_autoscaling::error::DisplayErrorContext;
 use aws_sdk_ec2::types::{Filter, RequestLaunchTemplateData, ResourceType, Tag, TagSpecification};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use lifeguard_common::aws::is_transient;
 use time::OffsetDateTime;
 
 use super::api::{
@@ -16,6 +14,7 @@ use super::api::{
 };
 use super::roll::{RefreshView, Roll};
 use crate::fleet::FleetError;
+use crate::fleet::fleet_error;
 
 /// Instance refreshes in these states still hold the configuration they roll to, and the one
 /// they would roll back to.
@@ -40,26 +39,6 @@ impl AwsImages {
             autoscaling: aws_sdk_autoscaling::Client::new(sdk),
             ssm: aws_sdk_ssm::Client::new(sdk),
         }
-    }
-}
-
-fn failed<E>(
-    operation: &'static str,
-    subject: &str,
-    error: &SdkError<E, HttpResponse>,
-) -> FleetError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    FleetError {
-        operation,
-        subject: subject.to_string(),
-        transient: is_transient(error),
-        code: error
-            .as_service_error()
-            .and_then(|e| e.code())
-            .map(str::to_string),
-        message: DisplayErrorContext(error).to_string(),
     }
 }
 
@@ -153,7 +132,7 @@ impl ImageApi for AwsImages {
             {
                 return Ok(None);
             }
-            Err(error) => return Err(failed("DescribeLaunchTemplates", name_or_id, &error)),
+            Err(error) => return Err(fleet_error("DescribeLaunchTemplates", name_or_id, &error)),
         };
         Ok(answer.launch_templates().first().and_then(template_view))
     }
@@ -168,7 +147,7 @@ impl ImageApi for AwsImages {
                 .set_next_token(next.take())
                 .send()
                 .await
-                .map_err(|e| failed("DescribeLaunchTemplates", "all", &e))?;
+                .map_err(|e| fleet_error("DescribeLaunchTemplates", "all", &e))?;
             templates.extend(page.launch_templates().iter().filter_map(template_view));
             match page.next_token() {
                 Some(token) if !token.is_empty() => next = Some(token.to_string()),
@@ -188,7 +167,7 @@ impl ImageApi for AwsImages {
                 .set_next_token(next.take())
                 .send()
                 .await
-                .map_err(|e| failed("DescribeLaunchTemplateVersions", template_id, &e))?;
+                .map_err(|e| fleet_error("DescribeLaunchTemplateVersions", template_id, &e))?;
             for version in page.launch_template_versions() {
                 if let Some(number) = version.version_number() {
                     versions.push(VersionView {
@@ -218,7 +197,7 @@ impl ImageApi for AwsImages {
             .set_tags(Some(ec2_tags(tags)))
             .send()
             .await
-            .map_err(|e| failed("CreateTags", template_id, &e))?;
+            .map_err(|e| fleet_error("CreateTags", template_id, &e))?;
         Ok(())
     }
 
@@ -233,7 +212,7 @@ impl ImageApi for AwsImages {
             {
                 Ok(None)
             }
-            Err(error) => Err(failed("DescribeImages", image_id, &error)),
+            Err(error) => Err(fleet_error("DescribeImages", image_id, &error)),
         }
     }
 
@@ -245,7 +224,7 @@ impl ImageApi for AwsImages {
             .filters(Filter::builder().name("name").values(name).build())
             .send()
             .await
-            .map_err(|e| failed("DescribeImages", name, &e))?;
+            .map_err(|e| fleet_error("DescribeImages", name, &e))?;
         Ok(answer.images().first().and_then(image_view))
     }
 
@@ -259,7 +238,7 @@ impl ImageApi for AwsImages {
             .set_snapshot_ids(Some(snapshot_ids.to_vec()))
             .send()
             .await
-            .map_err(|e| failed("DescribeSnapshots", &snapshot_ids.join(","), &e))?;
+            .map_err(|e| fleet_error("DescribeSnapshots", &snapshot_ids.join(","), &e))?;
         Ok(answer
             .snapshots()
             .iter()
@@ -296,7 +275,7 @@ impl ImageApi for AwsImages {
             )
             .send()
             .await
-            .map_err(|e| failed("CreateImage", &request.instance_id, &e))?;
+            .map_err(|e| fleet_error("CreateImage", &request.instance_id, &e))?;
         answer
             .image_id()
             .map(str::to_string)
@@ -331,7 +310,7 @@ impl ImageApi for AwsImages {
             .version_description(description)
             .send()
             .await
-            .map_err(|e| failed("CreateLaunchTemplateVersion", template_id, &e))?;
+            .map_err(|e| fleet_error("CreateLaunchTemplateVersion", template_id, &e))?;
         answer
             .launch_template_version()
             .and_then(|v| v.version_number())
@@ -351,7 +330,7 @@ impl ImageApi for AwsImages {
             .default_version(version.to_string())
             .send()
             .await
-            .map_err(|e| failed("ModifyLaunchTemplate", template_id, &e))?;
+            .map_err(|e| fleet_error("ModifyLaunchTemplate", template_id, &e))?;
         Ok(())
     }
 
@@ -365,7 +344,7 @@ impl ImageApi for AwsImages {
             .overwrite(true)
             .send()
             .await
-            .map_err(|e| failed("PutParameter", name, &e))?;
+            .map_err(|e| fleet_error("PutParameter", name, &e))?;
         Ok(())
     }
 
@@ -382,7 +361,7 @@ impl ImageApi for AwsImages {
                 .set_next_token(next.take())
                 .send()
                 .await
-                .map_err(|e| failed("DescribeAutoScalingGroups", &template.id, &e))?;
+                .map_err(|e| fleet_error("DescribeAutoScalingGroups", &template.id, &e))?;
             for group in page.auto_scaling_groups() {
                 let specs = [
                     group.launch_template(),
@@ -421,7 +400,7 @@ impl ImageApi for AwsImages {
                 .auto_scaling_group_name(&group)
                 .send()
                 .await
-                .map_err(|e| failed("DescribeInstanceRefreshes", &group, &e))?;
+                .map_err(|e| fleet_error("DescribeInstanceRefreshes", &group, &e))?;
             for refresh in answer.instance_refreshes() {
                 let unfinished = refresh
                     .status()
@@ -460,7 +439,7 @@ impl ImageApi for AwsImages {
                 .set_versions(Some(batch.iter().map(i64::to_string).collect()))
                 .send()
                 .await
-                .map_err(|e| failed("DeleteLaunchTemplateVersions", template_id, &e))?;
+                .map_err(|e| fleet_error("DeleteLaunchTemplateVersions", template_id, &e))?;
             for item in answer.unsuccessfully_deleted_launch_template_versions() {
                 if let Some(number) = item.version_number() {
                     let why = item
@@ -490,7 +469,7 @@ impl ImageApi for AwsImages {
                 .set_next_token(next.take())
                 .send()
                 .await
-                .map_err(|e| failed("DescribeLaunchConfigurations", "all", &e))?;
+                .map_err(|e| fleet_error("DescribeLaunchConfigurations", "all", &e))?;
             images.extend(
                 page.launch_configurations()
                     .iter()
@@ -512,7 +491,7 @@ impl ImageApi for AwsImages {
             .max_records(1)
             .send()
             .await
-            .map_err(|e| failed("DescribeInstanceRefreshes", group, &e))?;
+            .map_err(|e| fleet_error("DescribeInstanceRefreshes", group, &e))?;
         Ok(answer.instance_refreshes().first().and_then(|r| {
             Some(RefreshView {
                 id: r.instance_refresh_id()?.to_string(),
@@ -564,7 +543,7 @@ impl ImageApi for AwsImages {
         let answer = call
             .send()
             .await
-            .map_err(|e| failed("StartInstanceRefresh", group, &e))?;
+            .map_err(|e| fleet_error("StartInstanceRefresh", group, &e))?;
         Ok(answer.instance_refresh_id().unwrap_or_default().to_string())
     }
 
@@ -575,7 +554,7 @@ impl ImageApi for AwsImages {
             .auto_scaling_group_names(name)
             .send()
             .await
-            .map_err(|e| failed("DescribeAutoScalingGroups", name, &e))?;
+            .map_err(|e| fleet_error("DescribeAutoScalingGroups", name, &e))?;
         Ok(answer.auto_scaling_groups().first().map(|group| {
             let spec = group.launch_template().or_else(|| {
                 group
@@ -622,7 +601,7 @@ impl ImageApi for AwsImages {
             )
             .send()
             .await
-            .map_err(|e| failed("UpdateAutoScalingGroup", group, &e))?;
+            .map_err(|e| fleet_error("UpdateAutoScalingGroup", group, &e))?;
         Ok(())
     }
 
@@ -631,7 +610,7 @@ impl ImageApi for AwsImages {
         match self.ec2.deregister_image().image_id(image_id).send().await {
             Ok(_) => Ok(()),
             Err(e) if code_is(&e, &["InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"]) => Ok(()),
-            Err(e) => Err(failed("DeregisterImage", image_id, &e)),
+            Err(e) => Err(fleet_error("DeregisterImage", image_id, &e)),
         }
     }
 
@@ -645,7 +624,7 @@ impl ImageApi for AwsImages {
         {
             Ok(_) => Ok(()),
             Err(e) if code_is(&e, &["InvalidSnapshot.NotFound"]) => Ok(()),
-            Err(e) => Err(failed("DeleteSnapshot", snapshot_id, &e)),
+            Err(e) => Err(fleet_error("DeleteSnapshot", snapshot_id, &e)),
         }
     }
 }
