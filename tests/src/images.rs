@@ -222,3 +222,27 @@ pub fn data_without_image(
     data.image_id = None;
     data
 }
+
+/// The launch template named `name`, as `DescribeLaunchTemplates` returns it (tags included).
+pub async fn template_named(clients: &Clients, name: &str) -> aws_sdk_ec2::types::LaunchTemplate {
+    clients
+        .ec2
+        .describe_launch_templates()
+        .launch_template_names(name)
+        .send()
+        .await
+        .unwrap()
+        .launch_templates()[0]
+        .clone()
+}
+
+/// The value of the template's tag `key` (the pipeline's record), empty if it has none.
+pub fn tag_value(template: &aws_sdk_ec2::types::LaunchTemplate, key: &str) -> String {
+    template
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+        .unwrap_or_default()
+        .to_string()
+}

@@ -16,7 +16,44 @@ use lifeguard_e2e::agent::{ServiceProcess, config_for, workspace_binary};
 use lifeguard_e2e::controller::scene;
 use lifeguard_e2e::drain::GROUP;
 use lifeguard_e2e::eventually;
+use lifeguard_e2e::images::{tag_value, template_named};
 use serde_json::json;
+
+/// `image bake --roll` of the golden instance through the real binary, with the scene
+/// controller's configuration.
+fn bake_and_roll(
+    config: &std::path::Path,
+    golden: &str,
+    min_healthy_percentage: &str,
+) -> tokio::task::JoinHandle<std::process::Output> {
+    let (config, golden) = (config.to_path_buf(), golden.to_string());
+    let min_healthy_percentage = min_healthy_percentage.to_string();
+    tokio::task::spawn_blocking(move || {
+        Command::new(workspace_binary("lifeguard-controller"))
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "image",
+                "bake",
+                "--template",
+                "web",
+                "--instance",
+                &golden,
+                "--no-reboot",
+                "--roll",
+                "--min-healthy-percentage",
+                &min_healthy_percentage,
+                "--instance-warmup-secs",
+                "0",
+                "--poll-secs",
+                "1",
+            ])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .output()
+            .unwrap()
+    })
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_roll_replaces_every_old_instance_through_a_drain_with_its_logs_archived() {
@@ -41,37 +78,9 @@ async fn a_roll_replaces_every_old_instance_through_a_drain_with_its_logs_archiv
     let controller = scene.start_controller("a", "");
     controller.wait_ready().await;
 
-    let output = tokio::task::spawn_blocking({
-        let config = controller.config.clone();
-        let golden = old[0].clone();
-        move || {
-            Command::new(workspace_binary("lifeguard-controller"))
-                .arg("--config")
-                .arg(&config)
-                .args([
-                    "image",
-                    "bake",
-                    "--template",
-                    "web",
-                    "--instance",
-                    &golden,
-                    "--no-reboot",
-                    "--roll",
-                    "--min-healthy-percentage",
-                    "50",
-                    "--instance-warmup-secs",
-                    "0",
-                    "--poll-secs",
-                    "1",
-                ])
-                .env("AWS_ACCESS_KEY_ID", "testing")
-                .env("AWS_SECRET_ACCESS_KEY", "testing")
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let output = bake_and_roll(&controller.config, &old[0], "50")
+        .await
+        .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("instance refresh"), "{stderr}");
@@ -118,23 +127,10 @@ async fn a_roll_replaces_every_old_instance_through_a_drain_with_its_logs_archiv
         },
     )
     .await;
-    let template = stage
-        .clients
-        .ec2
-        .describe_launch_templates()
-        .launch_template_names("web")
-        .send()
-        .await
-        .unwrap()
-        .launch_templates()[0]
-        .clone();
-    let image_id = template
-        .tags()
-        .iter()
-        .find(|t| t.key() == Some("lifeguard:image:image"))
-        .and_then(|t| t.value())
-        .unwrap()
-        .to_string();
+    let image_id = tag_value(
+        &template_named(&stage.clients, "web").await,
+        "lifeguard:image:image",
+    );
     for instance in group.instances() {
         let described = stage
             .clients
@@ -195,35 +191,7 @@ async fn a_refresh_that_fails_rolls_the_pinned_group_back_and_fails_the_pipeline
     let controller = scene.start_controller("a", "");
     controller.wait_ready().await;
 
-    let bake = tokio::task::spawn_blocking({
-        let config = controller.config.clone();
-        let golden = old.clone();
-        move || {
-            Command::new(workspace_binary("lifeguard-controller"))
-                .arg("--config")
-                .arg(&config)
-                .args([
-                    "image",
-                    "bake",
-                    "--template",
-                    "web",
-                    "--instance",
-                    &golden,
-                    "--no-reboot",
-                    "--roll",
-                    "--min-healthy-percentage",
-                    "0",
-                    "--instance-warmup-secs",
-                    "0",
-                    "--poll-secs",
-                    "1",
-                ])
-                .env("AWS_ACCESS_KEY_ID", "testing")
-                .env("AWS_SECRET_ACCESS_KEY", "testing")
-                .output()
-                .unwrap()
-        }
-    });
+    let bake = bake_and_roll(&controller.config, &old, "0");
     // The refresh's replacement is abandoned at launch; the rollback's is let in.
     let mut answered = std::collections::HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);

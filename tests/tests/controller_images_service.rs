@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use lifeguard_e2e::controller::scene;
+use lifeguard_e2e::images::{tag_value, template_named};
 use lifeguard_e2e::{eventually, fleet};
 use serde_json::json;
 
@@ -51,32 +52,12 @@ async fn a_refresh_command_survives_a_killed_controller_and_two_replicas_finish_
             .to_string(),
         )
         .await;
-    let templates = || async {
-        clients
-            .ec2
-            .describe_launch_templates()
-            .launch_template_names("web")
-            .send()
-            .await
-            .unwrap()
-            .launch_templates()[0]
-            .clone()
-    };
-    let tag = |template: &aws_sdk_ec2::types::LaunchTemplate, key: &str| {
-        template
-            .tags()
-            .iter()
-            .find(|t| t.key() == Some(key))
-            .and_then(|t| t.value())
-            .unwrap_or_default()
-            .to_string()
-    };
     eventually(
         "the pipeline waiting for its image",
         Duration::from_secs(30),
         || async {
-            let template = templates().await;
-            (tag(&template, "lifeguard:image:stage") == "await-available").then_some(())
+            let template = template_named(clients, "web").await;
+            (tag_value(&template, "lifeguard:image:stage") == "await-available").then_some(())
         },
     )
     .await;
@@ -88,12 +69,12 @@ async fn a_refresh_command_survives_a_killed_controller_and_two_replicas_finish_
     again.wait_ready().await;
     second.wait_ready().await;
     let template = eventually("the pipeline done", Duration::from_secs(60), || async {
-        let template = templates().await;
-        (tag(&template, "lifeguard:image:stage") == "done").then_some(template)
+        let template = template_named(clients, "web").await;
+        (tag_value(&template, "lifeguard:image:stage") == "done").then_some(template)
     })
     .await;
 
-    let image_id = tag(&template, "lifeguard:image:image");
+    let image_id = tag_value(&template, "lifeguard:image:image");
     assert!(image_id.starts_with("ami-"), "{image_id}");
     assert_eq!(
         stage.emulator.calls("ec2", "CreateImage", None).await.len(),

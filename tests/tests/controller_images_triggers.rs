@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use lifeguard_e2e::controller::{Scene, scene};
+use lifeguard_e2e::images::{tag_value, template_named};
 use lifeguard_e2e::{eventually, fleet};
 use serde_json::json;
 
@@ -63,20 +64,6 @@ async fn triggered_scene() -> Scene {
         .await
         .unwrap();
     scene
-}
-
-async fn web(scene: &Scene) -> aws_sdk_ec2::types::LaunchTemplate {
-    scene
-        .stage
-        .clients
-        .ec2
-        .describe_launch_templates()
-        .launch_template_names("web")
-        .send()
-        .await
-        .unwrap()
-        .launch_templates()[0]
-        .clone()
 }
 
 const ERROR_CODE: &str = include_str!(
@@ -136,7 +123,7 @@ async fn an_image_made_with_the_marker_goes_through_the_pipeline_and_others_do_n
         "the marked image promoted",
         Duration::from_secs(60),
         || async {
-            let template = web(&scene).await;
+            let template = template_named(&scene.stage.clients, "web").await;
             (template.default_version_number() == Some(2)).then_some(template)
         },
     )
@@ -158,25 +145,12 @@ async fn an_image_made_with_the_marker_goes_through_the_pipeline_and_others_do_n
         Some(marked.as_str())
     );
     assert_eq!(versions.launch_template_versions().len(), 2);
-    let tag = |key: &str| {
-        template
-            .tags()
-            .iter()
-            .find(|t| t.key() == Some(key))
-            .and_then(|t| t.value())
-            .unwrap_or_default()
-            .to_string()
-    };
     eventually("the pipeline done", Duration::from_secs(30), || async {
-        let template = web(&scene).await;
-        template
-            .tags()
-            .iter()
-            .any(|t| t.key() == Some("lifeguard:image:stage") && t.value() == Some("done"))
-            .then_some(())
+        let template = template_named(&scene.stage.clients, "web").await;
+        (tag_value(&template, "lifeguard:image:stage") == "done").then_some(())
     })
     .await;
-    assert_eq!(tag("lifeguard:image:image"), marked);
+    assert_eq!(tag_value(&template, "lifeguard:image:image"), marked);
     // The pipeline made no image of its own: the two above are the only ones.
     assert_eq!(
         scene
