@@ -243,15 +243,20 @@ fn fail(code: u8, message: std::fmt::Arguments<'_>) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// What an operator's command against AWS needs: the configuration (no queue required) and a
+/// runtime.
+fn operator_setup(
+    config_path: &std::path::Path,
+) -> Result<(crate::config::ControllerConfig, tokio::runtime::Runtime), ExitCode> {
+    let config = crate::config::ControllerConfig::load_without_queue(config_path, &environment())
+        .map_err(|error| fail(EXIT_CONFIG, format_args!("{error}")))?;
+    Ok((config, runtime()?))
+}
+
 fn run_status(config_path: &std::path::Path, args: &StatusArgs) -> ExitCode {
     use crate::fleet::Fleet;
-    let config =
-        match crate::config::ControllerConfig::load_without_queue(config_path, &environment()) {
-            Ok(config) => config,
-            Err(error) => return fail(EXIT_CONFIG, format_args!("{error}")),
-        };
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
+    let (config, runtime) = match operator_setup(config_path) {
+        Ok(pair) => pair,
         Err(code) => return code,
     };
     let found = runtime.block_on(async {
@@ -285,13 +290,8 @@ pub const EXIT_REFUSED: u8 = 75;
 
 fn run_image(config_path: &std::path::Path, command: ImageCommand) -> ExitCode {
     use crate::image::command::{self, BakeRequest, Ended};
-    let config =
-        match crate::config::ControllerConfig::load_without_queue(config_path, &environment()) {
-            Ok(config) => config,
-            Err(error) => return fail(EXIT_CONFIG, format_args!("{error}")),
-        };
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
+    let (config, runtime) = match operator_setup(config_path) {
+        Ok(pair) => pair,
         Err(code) => return code,
     };
     let outcome = runtime.block_on(async {
