@@ -181,13 +181,14 @@ async fn the_controller_takes_over_when_the_agents_reports_stop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_controller_rebuilds_its_watch_and_keeps_the_action_alive() {
-    // Heartbeat timeout 4 s, grace 16 s: without heartbeats across the restart the hook would
-    // time out with its default (ABANDON) long before the fallback (CONTINUE) is due.
-    let scene = scene(1, 4, &[]).await;
+    // Heartbeat timeout 30 s (AWS's least), grace 45 s: without heartbeats across the restart
+    // the hook would time out with its default (ABANDON) before the fallback (CONTINUE) is due.
+    // (A 4 s timeout left a loaded machine too little time to restart the controller.)
+    let scene = scene(1, 30, &[]).await;
     let stage = &scene.stage;
     let victim = stage.instances[0].clone();
     let defaults =
-        "agent_grace_secs = 16\nfallback_result = \"CONTINUE\"\nheartbeat_while_waiting = true";
+        "agent_grace_secs = 45\nfallback_result = \"CONTINUE\"\nheartbeat_while_waiting = true";
     let mut controller = scene.start_controller("ctl", defaults);
     controller.wait_ready().await;
 
@@ -220,7 +221,7 @@ async fn a_killed_controller_rebuilds_its_watch_and_keeps_the_action_alive() {
     assert_eq!(row["ended_by"], "controller", "{row}");
     // The grace was counted from the action's start, not from the restart.
     let took = row["duration_secs"].as_i64().unwrap();
-    assert!((16..26).contains(&took), "{row}");
+    assert!((45..55).contains(&took), "{row}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
