@@ -121,8 +121,10 @@ def test_snapshots_of_a_pending_image_progress_then_complete(emu, ec2):
     seen: list[tuple[str, str, int]] = []
     deadline = time.time() + 20
     while time.time() < deadline:
-        image_state = _image(ec2, image_id)["State"]
+        # The snapshot first: the image turns available with its snapshots at once, so a
+        # snapshot read after the image could see a transition the image read did not.
         snap = _snapshot(ec2, snapshot_ids[0])
+        image_state = _image(ec2, image_id)["State"]
         seen.append((image_state, snap["State"], int(snap["Progress"].rstrip("%"))))
         if image_state == "available":
             break
