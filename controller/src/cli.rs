@@ -55,7 +55,7 @@ pub enum Command {
 pub enum ImageCommand {
     /// Image an instance, wait until the image is available, add a template version that
     /// changes only its image, make it the default, publish the AMI id, prune.
-    Bake(BakeArgs),
+    Bake(Box<BakeArgs>),
     /// Go on with the pipeline recorded on a template, from where it stopped.
     Resume(ResumeArgs),
     /// Delete old versions (never the default, the latest or one a group or refresh pins).
@@ -75,9 +75,24 @@ pub struct TemplateArg {
 pub struct BakeArgs {
     #[command(flatten)]
     pub template: TemplateArg,
-    /// The instance to image.
+    /// The instance to image (a golden instance).
+    #[arg(long, required_unless_present = "builder", conflicts_with = "builder")]
+    pub instance: Option<String>,
+    /// Builder mode: launch a builder from the source version, patch it with an SSM
+    /// document, stop it and image it; it is terminated once the image is available or the
+    /// pipeline fails.
     #[arg(long)]
-    pub instance: String,
+    pub builder: bool,
+    /// The SSM document that patches the builder [default: AWS-RunPatchBaseline with
+    /// Operation=Install, RebootOption=NoReboot].
+    #[arg(long, requires = "builder")]
+    pub patch_document: Option<String>,
+    /// A parameter of the patch document, `NAME=VALUE` (repeat; a name given twice is a list).
+    #[arg(long, requires = "builder", value_parser = parse_parameter)]
+    pub patch_parameter: Vec<(String, String)>,
+    /// Launch the builder into this subnet instead of the template's.
+    #[arg(long, requires = "builder")]
+    pub builder_subnet: Option<String>,
     /// The version the new one copies: `$Default`, `$Latest` or a number.
     #[arg(long, default_value = "$Default")]
     pub source_version: String,
@@ -90,7 +105,8 @@ pub struct BakeArgs {
     /// SSM parameter that gets the new AMI id (data type `aws:ec2:image`).
     #[arg(long)]
     pub ssm_parameter: Option<String>,
-    /// Fail if the image is not available within this many seconds (at most 48 h).
+    /// Fail if the image is not available within this many seconds of the start (at most
+    /// 48 h); in builder mode this includes the launch, the patch and the stop.
     #[arg(long, default_value_t = 14_400, value_parser = clap::value_parser!(u64).range(60..=crate::image::command::MAX_AVAILABLE_WITHIN_SECS))]
     pub available_within_secs: u64,
     #[command(flatten)]
@@ -300,9 +316,17 @@ fn run_image(config_path: &std::path::Path, command: ImageCommand) -> ExitCode {
         let poll = |run: &RunOptions| std::time::Duration::from_secs(run.poll_secs);
         match command {
             ImageCommand::Bake(args) => {
+                let from = match args.instance {
+                    Some(instance) => command::BakeFrom::Instance(instance),
+                    None => command::BakeFrom::Builder(builder_spec(
+                        args.patch_document,
+                        &args.patch_parameter,
+                        args.builder_subnet,
+                    )),
+                };
                 let request = BakeRequest {
                     template: args.template.template,
-                    instance_id: args.instance,
+                    from,
                     source_version: args.source_version,
                     no_reboot: args.no_reboot,
                     keep: args.prune.keep,
@@ -356,6 +380,32 @@ fn run_image(config_path: &std::path::Path, command: ImageCommand) -> ExitCode {
         Ok(Ended::Refused(why)) => fail(EXIT_REFUSED, format_args!("image: {why}")),
         Err(error) => fail(EXIT_UNAVAILABLE, format_args!("image: {error}")),
     }
+}
+
+fn parse_parameter(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("{text:?}: NAME=VALUE")),
+    }
+}
+
+fn builder_spec(
+    document: Option<String>,
+    pairs: &[(String, String)],
+    subnet: Option<String>,
+) -> crate::image::builder::BuilderSpec {
+    let mut parameters = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for (name, value) in pairs {
+        parameters
+            .entry(name.clone())
+            .or_default()
+            .push(value.clone());
+    }
+    crate::image::builder::BuilderSpec::new(
+        document,
+        (!parameters.is_empty()).then_some(parameters),
+        subnet,
+    )
 }
 
 fn read_input(path: &PathBuf) -> std::io::Result<Vec<u8>> {

@@ -9,15 +9,20 @@
 
 pub mod api;
 pub mod aws;
+mod aws_builder;
+pub mod builder;
 pub mod command;
 pub mod dry_run;
 pub mod pipeline;
 pub mod prune;
 pub mod roll;
 pub mod run;
+mod run_builder;
 pub mod service;
 pub mod start;
 
+#[cfg(test)]
+mod builder_tests;
 #[cfg(test)]
 mod tests;
 

@@ -94,7 +94,8 @@ pub struct CreateImage {
     pub tags: Vec<(String, String)>,
 }
 
-pub trait ImageApi: Send + Sync {
+/// Builder mode's calls are a trait of their own; every image API also serves them.
+pub trait ImageApi: super::builder::BuilderApi + Send + Sync {
     /// A template by id (`lt-…`) or by name; `None` if there is none.
     fn template(
         &self,

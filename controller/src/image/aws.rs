@@ -27,9 +27,9 @@ const UNFINISHED_REFRESH: [&str; 5] = [
 ];
 
 pub struct AwsImages {
-    ec2: aws_sdk_ec2::Client,
+    pub(super) ec2: aws_sdk_ec2::Client,
     autoscaling: aws_sdk_autoscaling::Client,
-    ssm: aws_sdk_ssm::Client,
+    pub(super) ssm: aws_sdk_ssm::Client,
 }
 
 impl AwsImages {

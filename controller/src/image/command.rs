@@ -12,7 +12,7 @@ use super::pipeline::{Pipeline, Stage, humanize};
 use super::prune::prune;
 use super::run::{Progress, drive};
 use super::start::bake_pipeline;
-pub use super::start::{BakeRequest, MAX_AVAILABLE_WITHIN_SECS};
+pub use super::start::{BakeFrom, BakeRequest, MAX_AVAILABLE_WITHIN_SECS};
 use crate::fleet::FleetError;
 
 /// How a command ended, for the exit code.

@@ -3,20 +3,28 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 
 use super::api::{
     CreateImage, GroupTemplate, ImageApi, ImageState, ImageView, SnapshotView, TemplateView,
     VersionView,
 };
+use super::builder::{BuilderApi, BuilderSpec, InstanceView, Invocation, LaunchBuilder};
 use super::roll::{RefreshView, Roll};
 use crate::fleet::FleetError;
 
 /// The image id a dry run's `CreateImage` answers with.
 pub const STAND_IN_IMAGE: &str = "ami-00000000000dryrun";
 
+/// The instance id a dry run's builder launch answers with.
+pub const STAND_IN_BUILDER: &str = "i-0000000000dryrun";
+const STAND_IN_COMMAND: &str = "00000000-0000-0000-0000-00000000dry0";
+
 pub struct DryRun<'a, A> {
     inner: &'a A,
     calls: Mutex<Vec<String>>,
+    /// Whether the stand-in builder was (would have been) stopped.
+    builder_stopped: std::sync::atomic::AtomicBool,
 }
 
 impl<'a, A: ImageApi> DryRun<'a, A> {
@@ -24,6 +32,7 @@ impl<'a, A: ImageApi> DryRun<'a, A> {
         DryRun {
             inner,
             calls: Mutex::new(Vec::new()),
+            builder_stopped: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -223,6 +232,88 @@ impl<A: ImageApi> ImageApi for DryRun<'_, A> {
 
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), FleetError> {
         self.would(format!("ec2 DeleteSnapshot SnapshotId={snapshot_id}"));
+        Ok(())
+    }
+}
+
+impl<A: ImageApi> BuilderApi for DryRun<'_, A> {
+    async fn builder_of(&self, pipeline_id: &str) -> Result<Option<InstanceView>, FleetError> {
+        self.inner.builder_of(pipeline_id).await
+    }
+
+    async fn instance(&self, instance_id: &str) -> Result<Option<InstanceView>, FleetError> {
+        if instance_id == STAND_IN_BUILDER {
+            let stopped = self.builder_stopped.load(Ordering::Relaxed);
+            return Ok(Some(InstanceView {
+                id: instance_id.to_string(),
+                state: if stopped { "stopped" } else { "running" }.to_string(),
+            }));
+        }
+        self.inner.instance(instance_id).await
+    }
+
+    async fn launch_builder(&self, request: &LaunchBuilder) -> Result<String, FleetError> {
+        self.would(format!(
+            "ec2 RunInstances LaunchTemplate.LaunchTemplateId={} LaunchTemplate.Version={} \
+             MinCount=1 MaxCount=1{} ClientToken={} Tags: {}",
+            request.template_id,
+            request.version,
+            request
+                .subnet
+                .as_ref()
+                .map(|s| format!(" SubnetId={s}"))
+                .unwrap_or_default(),
+            request.client_token,
+            pairs(&request.tags)
+        ));
+        Ok(STAND_IN_BUILDER.to_string())
+    }
+
+    async fn command_with_comment(
+        &self,
+        instance_id: &str,
+        comment: &str,
+    ) -> Result<Option<String>, FleetError> {
+        if instance_id == STAND_IN_BUILDER {
+            return Ok(None);
+        }
+        self.inner.command_with_comment(instance_id, comment).await
+    }
+
+    async fn send_patch(
+        &self,
+        instance_id: &str,
+        spec: &BuilderSpec,
+        comment: &str,
+    ) -> Result<Option<String>, FleetError> {
+        self.would(format!(
+            "ssm SendCommand DocumentName={} InstanceIds={instance_id} Parameters={} \
+             Comment={comment:?}",
+            spec.document,
+            spec.encode_parameters()
+        ));
+        Ok(Some(STAND_IN_COMMAND.to_string()))
+    }
+
+    async fn invocation(
+        &self,
+        command_id: &str,
+        instance_id: &str,
+    ) -> Result<Option<Invocation>, FleetError> {
+        if command_id == STAND_IN_COMMAND {
+            return Ok(Some(Invocation::Succeeded));
+        }
+        self.inner.invocation(command_id, instance_id).await
+    }
+
+    async fn stop_instance(&self, instance_id: &str) -> Result<(), FleetError> {
+        self.would(format!("ec2 StopInstances InstanceIds={instance_id}"));
+        self.builder_stopped.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn terminate_instance(&self, instance_id: &str) -> Result<(), FleetError> {
+        self.would(format!("ec2 TerminateInstances InstanceIds={instance_id}"));
         Ok(())
     }
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use time::OffsetDateTime;
 
 use super::api::{ImageState, ImageView};
+use super::builder::BuilderSpec;
 use super::roll::Roll;
 use crate::marks::{format_time, parse_time};
 
@@ -19,8 +20,12 @@ const MAX_TAG_VALUE: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    LaunchBuilder,
+    Patch,
+    StopBuilder,
     Bake,
     AwaitAvailable,
+    RetireBuilder,
     Version,
     Promote,
     Roll,
@@ -30,9 +35,13 @@ pub enum Stage {
 }
 
 impl Stage {
-    const ALL: [Stage; 8] = [
+    const ALL: [Stage; 12] = [
+        Stage::LaunchBuilder,
+        Stage::Patch,
+        Stage::StopBuilder,
         Stage::Bake,
         Stage::AwaitAvailable,
+        Stage::RetireBuilder,
         Stage::Version,
         Stage::Promote,
         Stage::Roll,
@@ -43,8 +52,12 @@ impl Stage {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Stage::LaunchBuilder => "launch-builder",
+            Stage::Patch => "patch",
+            Stage::StopBuilder => "stop-builder",
             Stage::Bake => "bake",
             Stage::AwaitAvailable => "await-available",
+            Stage::RetireBuilder => "retire-builder",
             Stage::Version => "version",
             Stage::Promote => "promote",
             Stage::Roll => "roll",
@@ -71,8 +84,10 @@ pub struct Pipeline {
     pub id: String,
     pub template_id: String,
     pub stage: Stage,
-    /// The instance to image (bake from an instance).
+    /// The instance to image: the one named (bake from an instance) or the builder.
     pub instance_id: Option<String>,
+    /// Builder mode: what patches the builder.
+    pub builder: Option<BuilderSpec>,
     pub no_reboot: bool,
     /// The version the new one is made from.
     pub source_version: i64,
@@ -115,6 +130,10 @@ pub enum Step {
         version: i64,
         image_id: String,
     },
+    /// A builder stage: [`super::builder::decide_builder`] says what.
+    Builder,
+    /// The image is available: terminate the builder before the version is made.
+    RetireBuilder,
     Roll,
     Prune,
     Finished,
@@ -161,6 +180,31 @@ impl Pipeline {
             ),
             (key("reason"), self.reason.clone().unwrap_or_default()),
         ];
+        // Written empty without a builder: a pipeline's record replaces every key of the
+        // previous one on the template.
+        let builder = self.builder.as_ref();
+        tags.extend([
+            (
+                key("builder-document"),
+                builder.map(|b| b.document.clone()).unwrap_or_default(),
+            ),
+            (
+                key("builder-parameters"),
+                builder
+                    .map(BuilderSpec::encode_parameters)
+                    .unwrap_or_default(),
+            ),
+            (
+                key("builder-subnet"),
+                builder.and_then(|b| b.subnet.clone()).unwrap_or_default(),
+            ),
+            (
+                key("builder-command"),
+                builder
+                    .and_then(|b| b.command_id.clone())
+                    .unwrap_or_default(),
+            ),
+        ]);
         for (_, value) in &mut tags {
             truncate_to(value, MAX_TAG_VALUE);
         }
@@ -190,11 +234,23 @@ impl Pipeline {
             parse_time(need(name)?).ok_or_else(|| format!("{TAG_PREFIX}{name} is not a time"))
         };
         let stage = need("stage")?;
+        let builder = match get("builder-document") {
+            Some(document) => Some(BuilderSpec {
+                document: document.to_string(),
+                parameters: BuilderSpec::decode_parameters(
+                    get("builder-parameters").unwrap_or("{}"),
+                )?,
+                subnet: get("builder-subnet").map(str::to_string),
+                command_id: get("builder-command").map(str::to_string),
+            }),
+            None => None,
+        };
         Ok(Some(Pipeline {
             id: id.to_string(),
             template_id: template_id.to_string(),
             stage: Stage::parse(stage).ok_or_else(|| format!("unknown stage {stage:?}"))?,
             instance_id: get("instance").map(str::to_string),
+            builder,
             no_reboot: get("no-reboot") == Some("true"),
             source_version: number("source-version")?,
             image_id: get("image").map(str::to_string),
@@ -244,6 +300,7 @@ pub fn decide(
                 ),
             },
             Some(image) => match &image.state {
+                ImageState::Available if pipeline.builder.is_some() => Step::RetireBuilder,
                 ImageState::Available => Step::CreateVersion {
                     image_id: image.id.clone(),
                 },
@@ -297,6 +354,9 @@ pub fn decide(
                 reason: "promote without a new version".into(),
             },
         },
+        Stage::LaunchBuilder | Stage::Patch | Stage::StopBuilder | Stage::RetireBuilder => {
+            Step::Builder
+        }
         Stage::Roll => Step::Roll,
         Stage::Prune => Step::Prune,
         Stage::Done | Stage::Failed => Step::Finished,

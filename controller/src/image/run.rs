@@ -11,6 +11,7 @@ use super::pipeline::{
 };
 use super::prune::prune;
 use super::roll::{GroupRoll, RollStep, next};
+use super::run_builder::builder_step;
 use crate::fleet::FleetError;
 
 /// Transient AWS errors in a row before the run gives up (the record stays where it was, to be
@@ -83,7 +84,7 @@ pub async fn settle<A: ImageApi>(
 }
 
 /// What one step did.
-enum Advanced {
+pub(super) enum Advanced {
     Moved,
     /// Nothing to do before this much time has passed.
     Wait(Duration),
@@ -202,6 +203,11 @@ async fn advance<A: ImageApi>(
                 },
             );
         }
+        Step::Builder => return builder_step(api, pipeline, poll, progress).await,
+        Step::RetireBuilder => {
+            save(api, pipeline, Stage::RetireBuilder).await?;
+            progress.event(pipeline, "image available");
+        }
         Step::Roll => return roll_step(api, pipeline, poll, progress).await,
         Step::Prune => {
             let template = template_of(api, pipeline).await?;
@@ -298,7 +304,7 @@ async fn roll_step<A: ImageApi>(
     }
 }
 
-async fn save<A: ImageApi>(
+pub(super) async fn save<A: ImageApi>(
     api: &A,
     pipeline: &mut Pipeline,
     stage: Stage,
@@ -308,11 +314,12 @@ async fn save<A: ImageApi>(
         .await
 }
 
-async fn fail<A: ImageApi>(
+pub(super) async fn fail<A: ImageApi>(
     api: &A,
     pipeline: &mut Pipeline,
     reason: String,
 ) -> Result<(), FleetError> {
+    super::run_builder::retire_builder_of_failed(api, pipeline).await?;
     pipeline.reason = Some(reason);
     save(api, pipeline, Stage::Failed).await
 }

@@ -14,9 +14,10 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::api::ImageApi;
+use super::builder::BuilderSpec;
 use super::pipeline::{Pipeline, Stage};
 use super::run::{Progress, settle};
-use super::start::{BakeRequest, MAX_AVAILABLE_WITHIN_SECS, bake_pipeline};
+use super::start::{BakeFrom, BakeRequest, MAX_AVAILABLE_WITHIN_SECS, bake_pipeline};
 use crate::config::{ImagesConfig, NewGroupVersion};
 use crate::fleet::FleetError;
 use crate::queue::Handled;
@@ -148,7 +149,7 @@ impl<A: ImageApi> ImageService<A> {
         let images = &self.triggers.images;
         let request = BakeRequest {
             template: template.id.clone(),
-            instance_id: call.instance_id.clone().unwrap_or_default(),
+            from: BakeFrom::Instance(call.instance_id.clone().unwrap_or_default()),
             source_version: "$Default".into(),
             no_reboot: false,
             keep: images.keep,
@@ -337,15 +338,28 @@ pub(crate) fn bake_request(command: &Command) -> Result<BakeRequest, String> {
     let text = |key: &str| params.get(key).and_then(Value::as_str).map(str::to_string);
     let flag = |key: &str| params.get(key).and_then(Value::as_bool).unwrap_or(false);
     let template = text("template").ok_or("no `template`")?;
-    let instance_id = command
-        .instance_ids
-        .first()
-        .cloned()
-        .or_else(|| text("instance_id"))
-        .ok_or("no instance to image (`instance_ids` or `instance_id`)")?;
-    if !crate::fleet::is_instance_id(&instance_id) {
-        return Err(format!("{instance_id:?} is not an instance id"));
-    }
+    let from = match (
+        params.get("builder"),
+        command
+            .instance_ids
+            .first()
+            .cloned()
+            .or_else(|| text("instance_id")),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err("an instance to image or a `builder`, not both".into());
+        }
+        (Some(builder), None) => BakeFrom::Builder(builder_spec(builder)?),
+        (None, Some(instance_id)) => {
+            if !crate::fleet::is_instance_id(&instance_id) {
+                return Err(format!("{instance_id:?} is not an instance id"));
+            }
+            BakeFrom::Instance(instance_id)
+        }
+        (None, None) => {
+            return Err("nothing to image: `instance_ids`, `instance_id` or a `builder`".into());
+        }
+    };
     let keep = match params.get("keep") {
         None => DEFAULT_KEEP,
         Some(value) => value
@@ -401,7 +415,7 @@ pub(crate) fn bake_request(command: &Command) -> Result<BakeRequest, String> {
     Ok(BakeRequest {
         roll,
         template,
-        instance_id,
+        from,
         source_version: text("source_version").unwrap_or_else(|| "$Default".into()),
         no_reboot: flag("no_reboot"),
         keep,
@@ -411,4 +425,49 @@ pub(crate) fn bake_request(command: &Command) -> Result<BakeRequest, String> {
         poll: Duration::from_secs(15),
         dry_run: false,
     })
+}
+
+/// `builder`: `{"document": …, "parameters": {"name": ["value"]}, "subnet": …}`, every key
+/// optional (`AWS-RunPatchBaseline` with `Operation=Install`).
+fn builder_spec(value: &Value) -> Result<BuilderSpec, String> {
+    let Value::Object(builder) = value else {
+        return Err("`builder`: an object".into());
+    };
+    if let Some(unknown) = builder
+        .keys()
+        .find(|k| !["document", "parameters", "subnet"].contains(&k.as_str()))
+    {
+        return Err(format!("`builder.{unknown}`: unknown"));
+    }
+    let text = |key: &str| -> Result<Option<String>, String> {
+        match builder.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(format!("`builder.{key}`: a string")),
+        }
+    };
+    let document = text("document")?;
+    let parameters = match builder.get("parameters") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(map)) => Some(
+            map.iter()
+                .map(|(name, values)| {
+                    let values = match values {
+                        Value::String(one) => vec![one.clone()],
+                        Value::Array(list) => list
+                            .iter()
+                            .map(|v| v.as_str().map(str::to_string))
+                            .collect::<Option<Vec<_>>>()
+                            .ok_or(format!("`builder.parameters.{name}`: strings"))?,
+                        _ => return Err(format!("`builder.parameters.{name}`: strings")),
+                    };
+                    Ok((name.clone(), values))
+                })
+                .collect::<Result<_, String>>()?,
+        ),
+        Some(_) => return Err("`builder.parameters`: an object".into()),
+    };
+    let spec = BuilderSpec::new(document, parameters, text("subnet")?);
+    spec.check()?;
+    Ok(spec)
 }

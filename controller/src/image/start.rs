@@ -5,6 +5,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use super::api::TemplateView;
+use super::builder::BuilderSpec;
 use super::pipeline::{Pipeline, Stage};
 use super::run::refuse_start;
 
@@ -16,7 +17,7 @@ pub const MAX_AVAILABLE_WITHIN_SECS: u64 = 48 * 3600;
 #[derive(Debug, Clone)]
 pub struct BakeRequest {
     pub template: String,
-    pub instance_id: String,
+    pub from: BakeFrom,
     /// `$Default`, `$Latest` or a number.
     pub source_version: String,
     pub no_reboot: bool,
@@ -28,6 +29,15 @@ pub struct BakeRequest {
     pub roll: Option<super::roll::Roll>,
     pub poll: Duration,
     pub dry_run: bool,
+}
+
+/// What the image is made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BakeFrom {
+    /// An instance that runs already (a golden instance).
+    Instance(String),
+    /// A builder launched from the source version and patched (`command_id` unset).
+    Builder(BuilderSpec),
 }
 
 /// `YYYYMMDDTHHMMSSZ-xxxx`.
@@ -73,6 +83,17 @@ pub fn bake_pipeline(
     if let Some(roll) = &request.roll {
         roll.check()?;
     }
+    let (stage, instance_id, builder) = match &request.from {
+        BakeFrom::Instance(id) => (Stage::Bake, Some(id.clone()), None),
+        BakeFrom::Builder(spec) => {
+            spec.check()?;
+            let spec = BuilderSpec {
+                command_id: None,
+                ..spec.clone()
+            };
+            (Stage::LaunchBuilder, None, Some(spec))
+        }
+    };
     if let Some(parameter) = &request.parameter
         && parameter.chars().count() > 256
     {
@@ -86,8 +107,9 @@ pub fn bake_pipeline(
     Ok(Pipeline {
         id: new_pipeline_id(now),
         template_id: template.id.clone(),
-        stage: Stage::Bake,
-        instance_id: Some(request.instance_id.clone()),
+        stage,
+        instance_id,
+        builder,
         no_reboot: request.no_reboot,
         source_version,
         image_id: None,

@@ -18,12 +18,13 @@ use crate::fleet::FleetError;
 const T0: OffsetDateTime = datetime!(2026-12-03 10:00:00 UTC);
 const POLL: time::Duration = time::Duration::seconds(15);
 
-fn pipeline(stage: Stage) -> Pipeline {
+pub(super) fn pipeline(stage: Stage) -> Pipeline {
     Pipeline {
         id: "20261203T100000Z-beef".into(),
         template_id: "lt-0123456789abcdef0".into(),
         stage,
         instance_id: Some("i-0123456789abcdef0".into()),
+        builder: None,
         no_reboot: false,
         source_version: 3,
         image_id: None,
@@ -183,12 +184,12 @@ fn a_second_pipeline_is_refused_while_one_runs() {
 }
 
 /// EC2 in memory: the image turns available after `pending_looks` looks.
-struct FakeEc2 {
-    state: Mutex<FakeState>,
+pub(super) struct FakeEc2 {
+    pub(super) state: Mutex<FakeState>,
 }
 
-struct FakeState {
-    template: TemplateView,
+pub(super) struct FakeState {
+    pub(super) template: TemplateView,
     versions: Vec<VersionView>,
     images: HashMap<String, (ImageView, u32)>,
     /// Looks before a new image is available; `None`: it fails.
@@ -197,11 +198,12 @@ struct FakeState {
     parameter: Option<(String, String)>,
     groups: HashMap<String, GroupTemplate>,
     refreshes: HashMap<String, super::roll::RefreshView>,
-    calls: Vec<String>,
+    pub(super) calls: Vec<String>,
+    pub(super) builder: super::builder_tests::FakeBuilder,
 }
 
 impl FakeEc2 {
-    fn new(pending_looks: Option<u32>) -> Self {
+    pub(super) fn new(pending_looks: Option<u32>) -> Self {
         FakeEc2 {
             state: Mutex::new(FakeState {
                 template: template(3, 3),
@@ -213,11 +215,12 @@ impl FakeEc2 {
                 groups: HashMap::new(),
                 refreshes: HashMap::new(),
                 calls: Vec::new(),
+                builder: Default::default(),
             }),
         }
     }
 
-    fn calls(&self) -> Vec<String> {
+    pub(super) fn calls(&self) -> Vec<String> {
         self.state.lock().unwrap().calls.clone()
     }
 }
@@ -412,9 +415,9 @@ impl ImageApi for FakeEc2 {
 }
 
 #[derive(Default)]
-struct Seen {
-    events: Vec<String>,
-    waits: Vec<String>,
+pub(super) struct Seen {
+    pub(super) events: Vec<String>,
+    pub(super) waits: Vec<String>,
 }
 
 impl Progress for Seen {
@@ -427,7 +430,7 @@ impl Progress for Seen {
     }
 }
 
-fn fresh(stage: Stage) -> Pipeline {
+pub(super) fn fresh(stage: Stage) -> Pipeline {
     let mut p = pipeline(stage);
     p.started_at = OffsetDateTime::now_utc();
     p.available_by = p.started_at + time::Duration::hours(1);
