@@ -45,8 +45,15 @@ const CONTROLLER: Program = Program {
 /// at launch, on their instances.
 const MANAGED_TAG: &str = "lifeguard:managed";
 
-/// The only SSM document the controller may run.
+/// The SSM document the controller runs on managed instances (the agentless archive).
 const ARCHIVE_DOCUMENT: &str = "lifeguard-ArchiveLogs";
+
+/// The SSM document that patches image builders (AWS's own; an AWS-owned document's ARN has
+/// no account id).
+const PATCH_DOCUMENT: &str = "AWS-RunPatchBaseline";
+
+/// The tag on image builders: the controller may patch, stop and terminate only them.
+const BUILDER_TAG: &str = "lifeguard:image:builder";
 
 /// The key prefix under which archives live (`upload.prefix`, and the agentless archive's key).
 const ARCHIVE_PREFIX: &str = "lifeguard/";
@@ -72,6 +79,7 @@ const NO_RESOURCE_LEVEL: &[&str] = &[
     "autoscaling:DescribeInstanceRefreshes",
     "autoscaling:DescribeLaunchConfigurations",
     "ssm:GetCommandInvocation",
+    "ssm:ListCommands",
 ];
 
 /// Actions no SDK call names but AWS checks on the caller's credentials on its behalf: with
@@ -87,6 +95,9 @@ const ON_BEHALF: &[(&str, &str)] = &[
     // Scaling User Guide, "Amazon EC2 Auto Scaling API permissions").
     ("ec2:RunInstances", "autoscaling:UpdateAutoScalingGroup"),
     ("iam:PassRole", "autoscaling:UpdateAutoScalingGroup"),
+    // A builder launched from a template with an instance profile passes its role (EC2 User
+    // Guide, "IAM role for EC2": iam:PassRole).
+    ("iam:PassRole", "ec2:RunInstances"),
 ];
 
 /// Actions a call can need that the policy withholds on purpose: none today. (`DeleteObject`
@@ -335,32 +346,52 @@ fn scope_problems(program: &Program) -> Vec<String> {
                     for resource in &statement.resources {
                         if resource.contains(":document/") {
                             document_statements += 1;
-                            if !resource.starts_with("arn:aws:ssm:")
-                                || !resource.ends_with(&format!(":document/{ARCHIVE_DOCUMENT}"))
-                            {
+                            let named = [ARCHIVE_DOCUMENT, PATCH_DOCUMENT]
+                                .iter()
+                                .any(|d| resource.ends_with(&format!(":document/{d}")));
+                            if !resource.starts_with("arn:aws:ssm:") || !named {
                                 problems.push(format!(
-                                    "{sid}: SendCommand may run only the {ARCHIVE_DOCUMENT} \
-                                     document, not {resource}"
+                                    "{sid}: SendCommand may run only the {ARCHIVE_DOCUMENT} and \
+                                     {PATCH_DOCUMENT} documents, not {resource}"
                                 ));
                             }
                         } else if resource.starts_with("arn:aws:ec2:")
                             && resource.contains(":instance/")
                         {
+                            let builders = has_condition(
+                                statement,
+                                "Null",
+                                &format!("ssm:resourceTag/{BUILDER_TAG}"),
+                                "false",
+                            );
                             if !requires_managed_tag(statement, "ssm:resourceTag")
                                 && !requires_managed_tag(statement, "aws:ResourceTag")
+                                && !builders
                             {
                                 problems.push(format!(
                                     "{sid}: SendCommand on {resource} without the condition \
-                                     that the instance carries {MANAGED_TAG}"
+                                     that the instance carries {MANAGED_TAG} or {BUILDER_TAG}"
                                 ));
                             }
                         } else {
                             problems.push(format!(
-                                "{sid}: SendCommand on {resource}: only the {ARCHIVE_DOCUMENT} \
-                                 document and managed instances"
+                                "{sid}: SendCommand on {resource}: only named documents, \
+                                 managed instances and image builders"
                             ));
                         }
                     }
+                }
+                "ec2:StopInstances" | "ec2:TerminateInstances"
+                    if !has_condition(
+                        statement,
+                        "Null",
+                        &format!("aws:ResourceTag/{BUILDER_TAG}"),
+                        "false",
+                    ) || !only_resources(statement, &[":instance/"]) =>
+                {
+                    problems.push(format!(
+                        "{sid}: {action} only of image builders (instances tagged {BUILDER_TAG})"
+                    ));
                 }
                 "ec2:CreateTags" => {
                     if let Some(problem) = create_tags_problem(statement) {
@@ -397,22 +428,24 @@ fn scope_problems(program: &Program) -> Vec<String> {
                         "{sid}: {action} only on groups carrying {MANAGED_TAG}"
                     ));
                 }
-                "ec2:RunInstances"
-                    if !has_condition(
-                        statement,
-                        "Bool",
-                        "ec2:IsLaunchTemplateResource",
-                        "true",
-                    ) || statement
+                "ec2:RunInstances" => {
+                    let from_managed_template = statement
                         .condition
                         .get("ArnLike")
                         .and_then(|c| c.get("ec2:LaunchTemplate"))
-                        .is_none() =>
-                {
-                    problems.push(format!(
-                        "{sid}: ec2:RunInstances only as a group's launch template check \
-                         (ec2:LaunchTemplate and ec2:IsLaunchTemplateResource conditions)"
-                    ));
+                        .is_some();
+                    let template_resources_only =
+                        has_condition(statement, "Bool", "ec2:IsLaunchTemplateResource", "true");
+                    // A builder may be placed in a subnet the template does not name.
+                    let placement_only =
+                        only_resources(statement, &[":subnet/", ":network-interface/"]);
+                    if !from_managed_template || !(template_resources_only || placement_only) {
+                        problems.push(format!(
+                            "{sid}: ec2:RunInstances only through a launch template \
+                             (ec2:LaunchTemplate), with the template's resources \
+                             (ec2:IsLaunchTemplateResource) or a subnet"
+                        ));
+                    }
                 }
                 "iam:PassRole"
                     if !has_condition(
@@ -578,7 +611,7 @@ fn only_resources(statement: &Statement, kinds: &[&str]) -> bool {
         .all(|r| r.starts_with("arn:aws:ec2:") && kinds.iter().any(|k| r.contains(k)))
 }
 
-/// Tags are written in three shapes only: drain marks on managed instances, the image
+/// Tags are written in four shapes only: drain marks on managed instances, the image
 /// pipeline's record on managed launch templates, and the pipeline's tags on the images and
 /// snapshots it creates, at creation.
 fn create_tags_problem(statement: &Statement) -> Option<String> {
@@ -592,7 +625,15 @@ fn create_tags_problem(statement: &Statement) -> Option<String> {
     if !has_condition(statement, "Null", "aws:TagKeys", "false") {
         return Some("ec2:CreateTags without the condition that tag keys are given".into());
     }
-    let fits = if only_resources(statement, &[":instance/"]) {
+    let fits = if only_resources(statement, &[":instance/", ":volume/"])
+        && has_condition(
+            statement,
+            "StringEquals",
+            "ec2:CreateAction",
+            "RunInstances",
+        ) {
+        keys_under("lifeguard:image:")
+    } else if only_resources(statement, &[":instance/"]) {
         keys_under("lifeguard:drain:") && requires_managed_tag(statement, "aws:ResourceTag")
     } else if only_resources(statement, &[":launch-template/"]) {
         keys_under("lifeguard:image:") && requires_managed_tag(statement, "aws:ResourceTag")
@@ -605,14 +646,14 @@ fn create_tags_problem(statement: &Statement) -> Option<String> {
     (!fits).then(|| {
         "ec2:CreateTags only as lifeguard:drain:* on managed instances, lifeguard:image:* on \
          managed launch templates, or lifeguard:image:* on images and snapshots as CreateImage \
-         makes them"
+         makes them and on builders as RunInstances launches them"
             .to_string()
     })
 }
 
-/// The controller runs Run Command only through the document its policy names.
+/// The controller runs Run Command only through the documents its policy names.
 #[test]
-fn controller_sends_commands_only_through_the_archive_document() {
+fn controller_sends_commands_only_through_named_documents() {
     let operations = sdk_operations();
     let scan = scan_program(&CONTROLLER, &operations);
     let sends: Vec<&Call> = scan
@@ -625,10 +666,11 @@ fn controller_sends_commands_only_through_the_archive_document() {
         // A name read from configuration (`agentless.document`) cannot be checked here; the
         // policy's document resource is what holds it at run time (policies_scope_every_write).
         if let Some(document) = &call.document {
-            assert_eq!(
-                document, ARCHIVE_DOCUMENT,
+            assert!(
+                [ARCHIVE_DOCUMENT, PATCH_DOCUMENT].contains(&document.as_str()),
                 "{}: SendCommand runs {document}, which {} does not allow",
-                call.at, CONTROLLER.policy
+                call.at,
+                CONTROLLER.policy
             );
         }
     }
@@ -638,7 +680,8 @@ fn controller_sends_commands_only_through_the_archive_document() {
         for document in ["\"AWS-RunShellScript\"", "\"AWS-RunPowerShellScript\""] {
             assert!(
                 !code.contains(document),
-                "{} names {document}: the controller may run only {ARCHIVE_DOCUMENT}",
+                "{} names {document}: the controller may run only {ARCHIVE_DOCUMENT} and \
+                 {PATCH_DOCUMENT}",
                 file.display()
             );
         }

@@ -48,8 +48,8 @@ fn no_answer(operation: &'static str, subject: &str, what: &str) -> FleetError {
 
 impl BuilderApi for AwsImages {
     async fn builder_of(&self, pipeline_id: &str) -> Result<Option<InstanceView>, FleetError> {
-        let answer = self
-            .ec2
+        let ec2: &aws_sdk_ec2::Client = &self.ec2;
+        let answer = ec2
             .describe_instances()
             .filters(
                 Filter::builder()
@@ -74,8 +74,8 @@ impl BuilderApi for AwsImages {
     }
 
     async fn instance(&self, instance_id: &str) -> Result<Option<InstanceView>, FleetError> {
-        match self
-            .ec2
+        let ec2: &aws_sdk_ec2::Client = &self.ec2;
+        match ec2
             .describe_instances()
             .instance_ids(instance_id)
             .send()
@@ -92,13 +92,13 @@ impl BuilderApi for AwsImages {
     }
 
     async fn launch_builder(&self, request: &LaunchBuilder) -> Result<String, FleetError> {
+        let ec2: &aws_sdk_ec2::Client = &self.ec2;
         let tags: Vec<Tag> = request
             .tags
             .iter()
             .map(|(k, v)| Tag::builder().key(k).value(v).build())
             .collect();
-        let answer = self
-            .ec2
+        let answer = ec2
             .run_instances()
             .launch_template(
                 LaunchTemplateSpecification::builder()
@@ -138,8 +138,8 @@ impl BuilderApi for AwsImages {
         instance_id: &str,
         comment: &str,
     ) -> Result<Option<String>, FleetError> {
-        let answer = self
-            .ssm
+        let ssm: &aws_sdk_ssm::Client = &self.ssm;
+        let answer = ssm
             .list_commands()
             .instance_id(instance_id)
             .send()
@@ -159,8 +159,8 @@ impl BuilderApi for AwsImages {
         spec: &BuilderSpec,
         comment: &str,
     ) -> Result<Option<String>, FleetError> {
-        let answer = self
-            .ssm
+        let ssm: &aws_sdk_ssm::Client = &self.ssm;
+        let answer = ssm
             .send_command()
             .document_name(&spec.document)
             .instance_ids(instance_id)
@@ -185,8 +185,8 @@ impl BuilderApi for AwsImages {
         command_id: &str,
         instance_id: &str,
     ) -> Result<Option<Invocation>, FleetError> {
-        let answer = match self
-            .ssm
+        let ssm: &aws_sdk_ssm::Client = &self.ssm;
+        let answer = match ssm
             .get_command_invocation()
             .command_id(command_id)
             .instance_id(instance_id)
@@ -224,8 +224,8 @@ impl BuilderApi for AwsImages {
     }
 
     async fn stop_instance(&self, instance_id: &str) -> Result<(), FleetError> {
-        self.ec2
-            .stop_instances()
+        let ec2: &aws_sdk_ec2::Client = &self.ec2;
+        ec2.stop_instances()
             .instance_ids(instance_id)
             .send()
             .await
@@ -234,8 +234,8 @@ impl BuilderApi for AwsImages {
     }
 
     async fn terminate_instance(&self, instance_id: &str) -> Result<(), FleetError> {
-        match self
-            .ec2
+        let ec2: &aws_sdk_ec2::Client = &self.ec2;
+        match ec2
             .terminate_instances()
             .instance_ids(instance_id)
             .send()
