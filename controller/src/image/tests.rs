@@ -846,6 +846,11 @@ fn the_schedule_example_sends_a_refresh_the_service_accepts() {
     let request = super::service::bake_request(&command).unwrap();
     assert_eq!(request.template, "web");
     assert_eq!(request.roll.unwrap().checkpoints, vec![50, 100]);
+    let super::start::BakeFrom::Builder(builder) = request.from else {
+        panic!("the weekly example patches a builder");
+    };
+    assert_eq!(builder.document, "AWS-RunPatchBaseline");
+    assert_eq!(builder.parameters["Operation"], vec!["Install".to_string()]);
 }
 
 #[tokio::test]
