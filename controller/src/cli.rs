@@ -71,10 +71,27 @@ pub struct TemplateArg {
     pub template: String,
 }
 
+/// A template, or a group that launches from a launch configuration.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct TargetArgs {
+    /// Launch template name or id (`lt-…`).
+    #[arg(long)]
+    pub template: Option<String>,
+    /// A group that launches from a launch configuration: the pipeline copies the
+    /// configuration with the new image and switches the group to the copy.
+    #[arg(long)]
+    pub group: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct BakeArgs {
     #[command(flatten)]
-    pub template: TemplateArg,
+    pub target: TargetArgs,
+    /// With --group: delete the configuration the group leaves once it uses the copy (only a
+    /// copy lifeguard made; never one another group uses).
+    #[arg(long)]
+    pub delete_old_configuration: bool,
     /// The instance to image (a golden instance).
     #[arg(long, required_unless_present = "builder", conflicts_with = "builder")]
     pub instance: Option<String>,
@@ -156,7 +173,7 @@ pub struct RunOptions {
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
     #[command(flatten)]
-    pub template: TemplateArg,
+    pub target: TargetArgs,
     #[command(flatten)]
     pub run: RunOptions,
 }
@@ -325,7 +342,12 @@ fn run_image(config_path: &std::path::Path, command: ImageCommand) -> ExitCode {
                     )),
                 };
                 let request = BakeRequest {
-                    template: args.template.template,
+                    template: args
+                        .target
+                        .template
+                        .clone()
+                        .or_else(|| args.target.group.clone())
+                        .unwrap_or_default(),
                     from,
                     source_version: args.source_version,
                     no_reboot: args.no_reboot,
@@ -341,16 +363,27 @@ fn run_image(config_path: &std::path::Path, command: ImageCommand) -> ExitCode {
                     poll: poll(&args.run),
                     dry_run: args.run.dry_run,
                 };
-                command::bake(&api, &request).await
+                match (&args.target.group, args.delete_old_configuration) {
+                    (Some(group), delete_source) => {
+                        let group = command::ConfigurationRequest {
+                            group: group.clone(),
+                            delete_source,
+                        };
+                        command::bake_group(&api, &group, &request).await
+                    }
+                    (None, true) => Ok(Ended::Refused(
+                        "--delete-old-configuration is for --group".into(),
+                    )),
+                    (None, false) => command::bake(&api, &request).await,
+                }
             }
             ImageCommand::Resume(args) => {
-                command::resume(
-                    &api,
-                    &args.template.template,
-                    poll(&args.run),
-                    args.run.dry_run,
-                )
-                .await
+                let holder = match (&args.target.template, &args.target.group) {
+                    (Some(template), _) => command::Holder::Template(template),
+                    (None, Some(group)) => command::Holder::Group(group),
+                    (None, None) => return Ok(Ended::Refused("--template or --group".into())),
+                };
+                command::resume(&api, holder, poll(&args.run), args.run.dry_run).await
             }
             ImageCommand::Prune(args) => {
                 command::prune_now(

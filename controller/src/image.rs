@@ -10,19 +10,24 @@
 pub mod api;
 pub mod aws;
 mod aws_builder;
+mod aws_configuration;
 pub mod builder;
 pub mod command;
+pub mod configuration;
 pub mod dry_run;
 pub mod pipeline;
 pub mod prune;
 pub mod roll;
 pub mod run;
 mod run_builder;
+mod run_configuration;
 pub mod service;
 pub mod start;
 
 #[cfg(test)]
 mod builder_tests;
+#[cfg(test)]
+mod configuration_tests;
 #[cfg(test)]
 mod tests;
 

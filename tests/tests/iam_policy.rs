@@ -98,6 +98,8 @@ const ON_BEHALF: &[(&str, &str)] = &[
     // A builder launched from a template with an instance profile passes its role (EC2 User
     // Guide, "IAM role for EC2": iam:PassRole).
     ("iam:PassRole", "ec2:RunInstances"),
+    // A launch configuration that names an instance profile passes its role.
+    ("iam:PassRole", "autoscaling:CreateLaunchConfiguration"),
 ];
 
 /// Actions a call can need that the policy withholds on purpose: none today. (`DeleteObject`
@@ -380,6 +382,32 @@ fn scope_problems(program: &Program) -> Vec<String> {
                             ));
                         }
                     }
+                }
+                "autoscaling:CreateLaunchConfiguration"
+                | "autoscaling:DeleteLaunchConfiguration"
+                    if !statement.resources.iter().all(|r| {
+                        r.starts_with("arn:aws:autoscaling:")
+                            && r.ends_with(":launchConfigurationName/*-lifeguard-*")
+                    }) =>
+                {
+                    problems.push(format!(
+                        "{sid}: {action} only of lifeguard's copies (named *-lifeguard-*)"
+                    ));
+                }
+                "autoscaling:CreateOrUpdateTags"
+                    if !lifecycle_scoped(statement)
+                        || !has_condition(statement, "Null", "aws:TagKeys", "false")
+                        || !has_condition(
+                            statement,
+                            "ForAllValues:StringLike",
+                            "aws:TagKeys",
+                            "lifeguard:image:*",
+                        ) =>
+                {
+                    problems.push(format!(
+                        "{sid}: {action} only as lifeguard:image:* tags on groups carrying \
+                         {MANAGED_TAG}"
+                    ));
                 }
                 "ec2:StopInstances" | "ec2:TerminateInstances"
                     if !has_condition(

@@ -94,8 +94,11 @@ pub struct CreateImage {
     pub tags: Vec<(String, String)>,
 }
 
-/// Builder mode's calls are a trait of their own; every image API also serves them.
-pub trait ImageApi: super::builder::BuilderApi + Send + Sync {
+/// Builder mode's and the launch-configuration path's calls are traits of their own; every
+/// image API also serves them.
+pub trait ImageApi:
+    super::builder::BuilderApi + super::configuration::ConfigurationApi + Send + Sync
+{
     /// A template by id (`lt-…`) or by name; `None` if there is none.
     fn template(
         &self,

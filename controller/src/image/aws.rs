@@ -28,7 +28,7 @@ const UNFINISHED_REFRESH: [&str; 5] = [
 
 pub struct AwsImages {
     pub(super) ec2: aws_sdk_ec2::Client,
-    autoscaling: aws_sdk_autoscaling::Client,
+    pub(super) autoscaling: aws_sdk_autoscaling::Client,
     pub(super) ssm: aws_sdk_ssm::Client,
 }
 

@@ -234,13 +234,13 @@ fn the_builder_spec_survives_the_record_and_refuses_what_a_tag_cannot_hold() {
     p.builder.as_mut().unwrap().command_id = Some("cmd-1".into());
     p.builder.as_mut().unwrap().subnet = Some("subnet-0abc".into());
     let tags = p.to_tags().into_iter().collect();
-    assert_eq!(Pipeline::from_tags(&p.template_id, &tags).unwrap(), Some(p));
+    assert_eq!(Pipeline::from_tags(p.key(), &tags).unwrap(), Some(p));
     // A later pipeline without a builder overwrites the builder's keys.
     let plain = pipeline(Stage::Bake);
     let mut tags: std::collections::HashMap<_, _> = tags;
     tags.extend(plain.to_tags());
     assert_eq!(
-        Pipeline::from_tags(&plain.template_id, &tags)
+        Pipeline::from_tags(plain.key(), &tags)
             .unwrap()
             .unwrap()
             .builder,

@@ -10,9 +10,9 @@ use super::api::{ImageApi, TemplateView};
 use super::dry_run::DryRun;
 use super::pipeline::{Pipeline, Stage, humanize};
 use super::prune::prune;
-use super::run::{Progress, drive};
-use super::start::bake_pipeline;
-pub use super::start::{BakeFrom, BakeRequest, MAX_AVAILABLE_WITHIN_SECS};
+use super::run::{Progress, drive, write_record};
+pub use super::start::{BakeFrom, BakeRequest, ConfigurationRequest, MAX_AVAILABLE_WITHIN_SECS};
+use super::start::{bake_pipeline, configuration_pipeline};
 use crate::fleet::FleetError;
 
 /// How a command ended, for the exit code.
@@ -117,18 +117,55 @@ pub async fn bake<A: ImageApi>(api: &A, request: &BakeRequest) -> Result<Ended, 
     run_to_end(api, pipeline, request.poll, request.dry_run).await
 }
 
-/// Drives the pipeline recorded on the template from where it stopped.
+/// Starts a pipeline for a group that launches from a launch configuration, and drives it to
+/// its end.
+pub async fn bake_group<A: ImageApi>(
+    api: &A,
+    group: &ConfigurationRequest,
+    request: &BakeRequest,
+) -> Result<Ended, FleetError> {
+    let found = match api.group_configuration(&group.group).await? {
+        Some(found) => found,
+        None => return Ok(Ended::Refused(format!("no group {:?}", group.group))),
+    };
+    let pipeline = match configuration_pipeline(&found, group, request, OffsetDateTime::now_utc()) {
+        Ok(pipeline) => pipeline,
+        Err(why) => return Ok(Ended::Refused(why)),
+    };
+    run_to_end(api, pipeline, request.poll, request.dry_run).await
+}
+
+/// Where a pipeline to resume is recorded.
+pub enum Holder<'a> {
+    Template(&'a str),
+    Group(&'a str),
+}
+
+/// Drives the pipeline recorded on the template (or group) from where it stopped.
 pub async fn resume<A: ImageApi>(
     api: &A,
-    template: &str,
+    holder: Holder<'_>,
     poll: Duration,
     dry_run: bool,
 ) -> Result<Ended, FleetError> {
-    let template = match find_template(api, template).await {
-        Ok(template) => template,
-        Err(ended) => return Ok(ended),
+    let (name, id, recorded) = match holder {
+        Holder::Template(template) => {
+            let template = match find_template(api, template).await {
+                Ok(template) => template,
+                Err(ended) => return Ok(ended),
+            };
+            let recorded = Pipeline::from_tags(&template.id, &template.tags);
+            (template.name, template.id, recorded)
+        }
+        Holder::Group(group) => match api.group_configuration(group).await? {
+            Some(found) => {
+                let recorded = Pipeline::from_group_tags(&found.name, &found.tags);
+                (found.name.clone(), found.name, recorded)
+            }
+            None => return Ok(Ended::Refused(format!("no group {group:?}"))),
+        },
     };
-    match Pipeline::from_tags(&template.id, &template.tags) {
+    match recorded {
         Ok(Some(pipeline)) if pipeline.stage.is_running() => {
             run_to_end(api, pipeline, poll, dry_run).await
         }
@@ -137,7 +174,7 @@ pub async fn resume<A: ImageApi>(
         Ok(Some(pipeline)) if pipeline.stage == Stage::Done => {
             eprintln!(
                 "lifeguard-controller: image pipeline {} on {} is already done",
-                pipeline.id, template.name
+                pipeline.id, name
             );
             Ok(Ended::Done)
         }
@@ -145,15 +182,15 @@ pub async fn resume<A: ImageApi>(
             eprintln!(
                 "lifeguard-controller: image pipeline {} on {} failed: {}",
                 pipeline.id,
-                template.name,
+                name,
                 pipeline.reason.as_deref().unwrap_or("no reason recorded")
             );
             Ok(Ended::Failed)
         }
-        Ok(None) => Ok(Ended::Refused(format!("no pipeline on {}", template.name))),
+        Ok(None) => Ok(Ended::Refused(format!("no pipeline on {}", name))),
         Err(why) => Ok(Ended::Refused(format!(
             "the lifeguard:image:* tags of {} do not read as a pipeline: {why}",
-            template.id
+            id
         ))),
     }
 }
@@ -169,14 +206,12 @@ async fn run_to_end<A: ImageApi>(
     // `image resume` (or the service's reconcile) finds and finishes.
     let ended = if dry_run {
         let dry = DryRun::new(api);
-        dry.tag_template(&pipeline.template_id, &pipeline.to_tags())
-            .await?;
+        write_record(&dry, &pipeline).await?;
         let ended = drive(&dry, pipeline, poll, &mut display).await?;
         print_calls(&dry.calls());
         ended
     } else {
-        api.tag_template(&pipeline.template_id, &pipeline.to_tags())
-            .await?;
+        write_record(api, &pipeline).await?;
         drive(api, pipeline, poll, &mut display).await?
     };
     Ok(match ended.stage {

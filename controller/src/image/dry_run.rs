@@ -10,6 +10,7 @@ use super::api::{
     VersionView,
 };
 use super::builder::{BuilderApi, BuilderSpec, InstanceView, Invocation, LaunchBuilder};
+use super::configuration::{ConfigurationApi, Deleted, GroupConfiguration};
 use super::roll::{RefreshView, Roll};
 use crate::fleet::FleetError;
 
@@ -315,5 +316,50 @@ impl<A: ImageApi> BuilderApi for DryRun<'_, A> {
     async fn terminate_instance(&self, instance_id: &str) -> Result<(), FleetError> {
         self.would(format!("ec2 TerminateInstances InstanceIds={instance_id}"));
         Ok(())
+    }
+}
+
+impl<A: ImageApi> ConfigurationApi for DryRun<'_, A> {
+    async fn group_configuration(
+        &self,
+        group: &str,
+    ) -> Result<Option<GroupConfiguration>, FleetError> {
+        self.inner.group_configuration(group).await
+    }
+
+    async fn tag_group(&self, group: &str, tags: &[(String, String)]) -> Result<(), FleetError> {
+        self.would(format!(
+            "autoscaling CreateOrUpdateTags {group} PropagateAtLaunch=false {}",
+            pairs(tags)
+        ));
+        Ok(())
+    }
+
+    async fn copy_configuration(
+        &self,
+        source: &str,
+        name: &str,
+        image_id: &str,
+    ) -> Result<(), FleetError> {
+        self.would(format!(
+            "autoscaling CreateLaunchConfiguration LaunchConfigurationName={name} \
+             ImageId={image_id} (every other setting of {source})"
+        ));
+        Ok(())
+    }
+
+    async fn use_configuration(&self, group: &str, name: &str) -> Result<(), FleetError> {
+        self.would(format!(
+            "autoscaling UpdateAutoScalingGroup AutoScalingGroupName={group} \
+             LaunchConfigurationName={name}"
+        ));
+        Ok(())
+    }
+
+    async fn delete_configuration(&self, name: &str) -> Result<Deleted, FleetError> {
+        self.would(format!(
+            "autoscaling DeleteLaunchConfiguration LaunchConfigurationName={name}"
+        ));
+        Ok(Deleted::Deleted)
     }
 }

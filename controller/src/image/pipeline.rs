@@ -77,12 +77,33 @@ impl Stage {
     }
 }
 
+/// What a pipeline moves onto its new image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A launch template (`lt-…`): a new version, made the default. The record is in the
+    /// template's tags.
+    Template(String),
+    /// A group that launches from a launch configuration (which cannot be versioned): a copy
+    /// of the configuration with the new image, and the group switched to it. The record is in
+    /// the group's tags.
+    Configuration(ConfigurationTarget),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigurationTarget {
+    pub group: String,
+    /// The configuration the group used when the pipeline started: the copy's source.
+    pub source: String,
+    /// Delete the source once the group has left it (and no other group uses it).
+    pub delete_source: bool,
+}
+
 /// One pipeline: everything needed to resume it after a restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pipeline {
     /// `YYYYMMDDTHHMMSSZ-xxxx`: names the image and is the version's client token.
     pub id: String,
-    pub template_id: String,
+    pub target: Target,
     pub stage: Stage,
     /// The instance to image: the one named (bake from an instance) or the builder.
     pub instance_id: Option<String>,
@@ -126,8 +147,10 @@ pub enum Step {
     CreateVersion {
         image_id: String,
     },
+    /// Make the new version the default (a template), or switch the group to the copy (a
+    /// launch configuration); publish the AMI id.
     Promote {
-        version: i64,
+        version: Option<i64>,
         image_id: String,
     },
     /// A builder stage: [`super::builder::decide_builder`] says what.
@@ -143,10 +166,43 @@ pub enum Step {
 }
 
 impl Pipeline {
+    /// The template's id, or the group's name: names the image and tags what the pipeline
+    /// made.
+    pub fn key(&self) -> &str {
+        match &self.target {
+            Target::Template(id) => id,
+            Target::Configuration(c) => &c.group,
+        }
+    }
+
+    /// The launch template, for a template pipeline.
+    pub fn template_id(&self) -> Option<&str> {
+        match &self.target {
+            Target::Template(id) => Some(id),
+            Target::Configuration(_) => None,
+        }
+    }
+
+    /// The copy of the launch configuration: its source's name with the pipeline's id (at
+    /// most 255 characters), so a retry finds the copy the first attempt made.
+    pub fn configuration_copy_name(&self) -> Option<String> {
+        let Target::Configuration(c) = &self.target else {
+            return None;
+        };
+        let suffix = format!("-lifeguard-{}", self.id);
+        let mut base = c.source.clone();
+        // A source that is itself a copy keeps its original name, not a chain of suffixes.
+        if let Some(at) = base.find("-lifeguard-") {
+            base.truncate(at);
+        }
+        truncate_to(&mut base, 255 - suffix.chars().count());
+        Some(format!("{base}{suffix}"))
+    }
+
     /// The image's name: unique per account and region, so `CreateImage` cannot succeed twice
     /// for one pipeline.
     pub fn image_name(&self) -> String {
-        format!("lifeguard-{}-{}", self.template_id, self.id)
+        format!("lifeguard-{}-{}", self.key(), self.id)
     }
 
     pub fn to_tags(&self) -> Vec<(String, String)> {
@@ -205,6 +261,15 @@ impl Pipeline {
                     .unwrap_or_default(),
             ),
         ]);
+        if let Target::Configuration(c) = &self.target {
+            tags.extend([
+                (key("configuration-source"), c.source.clone()),
+                (
+                    key("configuration-delete-source"),
+                    c.delete_source.to_string(),
+                ),
+            ]);
+        }
         for (_, value) in &mut tags {
             truncate_to(value, MAX_TAG_VALUE);
         }
@@ -216,6 +281,34 @@ impl Pipeline {
         template_id: &str,
         tags: &HashMap<String, String>,
     ) -> Result<Option<Pipeline>, String> {
+        Pipeline::parse(Target::Template(template_id.to_string()), tags)
+    }
+
+    /// The record in the tags of a group on a launch configuration; `None` if no pipeline ever
+    /// ran on it.
+    pub fn from_group_tags(
+        group: &str,
+        tags: &HashMap<String, String>,
+    ) -> Result<Option<Pipeline>, String> {
+        let get = |name: &str| {
+            tags.get(&format!("{TAG_PREFIX}{name}"))
+                .filter(|v| !v.is_empty())
+        };
+        let Some(source) = get("configuration-source") else {
+            return match get("pipeline") {
+                None => Ok(None),
+                Some(_) => Err(format!("{TAG_PREFIX}configuration-source missing")),
+            };
+        };
+        let target = Target::Configuration(ConfigurationTarget {
+            group: group.to_string(),
+            source: source.clone(),
+            delete_source: get("configuration-delete-source").map(String::as_str) == Some("true"),
+        });
+        Pipeline::parse(target, tags)
+    }
+
+    fn parse(target: Target, tags: &HashMap<String, String>) -> Result<Option<Pipeline>, String> {
         let get = |name: &str| {
             tags.get(&format!("{TAG_PREFIX}{name}"))
                 .map(String::as_str)
@@ -247,7 +340,7 @@ impl Pipeline {
         };
         Ok(Some(Pipeline {
             id: id.to_string(),
-            template_id: template_id.to_string(),
+            target,
             stage: Stage::parse(stage).ok_or_else(|| format!("unknown stage {stage:?}"))?,
             instance_id: get("instance").map(str::to_string),
             builder,
@@ -345,9 +438,13 @@ pub fn decide(
                 reason: "the image no longer exists".into(),
             },
         },
-        Stage::Promote => match (pipeline.new_version, &pipeline.image_id) {
-            (Some(version), Some(image_id)) => Step::Promote {
-                version,
+        Stage::Promote => match (&pipeline.target, pipeline.new_version, &pipeline.image_id) {
+            (Target::Template(_), Some(version), Some(image_id)) => Step::Promote {
+                version: Some(version),
+                image_id: image_id.clone(),
+            },
+            (Target::Configuration(_), _, Some(image_id)) => Step::Promote {
+                version: None,
                 image_id: image_id.clone(),
             },
             _ => Step::Fail {

@@ -7,11 +7,12 @@ use time::OffsetDateTime;
 
 use super::api::{CreateImage, ImageApi, TemplateView};
 use super::pipeline::{
-    IMAGE_PIPELINE_TAG, IMAGE_TEMPLATE_TAG, Pipeline, Stage, Step, decide, humanize,
+    IMAGE_PIPELINE_TAG, IMAGE_TEMPLATE_TAG, Pipeline, Stage, Step, Target, decide, humanize,
 };
 use super::prune::prune;
 use super::roll::{GroupRoll, RollStep, next};
 use super::run_builder::builder_step;
+use super::run_configuration;
 use crate::fleet::FleetError;
 
 /// Transient AWS errors in a row before the run gives up (the record stays where it was, to be
@@ -115,11 +116,12 @@ async fn advance<A: ImageApi>(
                 name: pipeline.image_name(),
                 description: format!(
                     "lifeguard image pipeline {} for {}",
-                    pipeline.id, pipeline.template_id
+                    pipeline.id,
+                    pipeline.key()
                 ),
                 no_reboot: pipeline.no_reboot,
                 tags: vec![
-                    (IMAGE_TEMPLATE_TAG.to_string(), pipeline.template_id.clone()),
+                    (IMAGE_TEMPLATE_TAG.to_string(), pipeline.key().to_string()),
                     (IMAGE_PIPELINE_TAG.to_string(), pipeline.id.clone()),
                 ],
             };
@@ -161,9 +163,16 @@ async fn advance<A: ImageApi>(
                 save(api, pipeline, Stage::Version).await?;
                 progress.event(pipeline, &format!("image {image_id} available"));
             }
+            let template_id = match pipeline.target.clone() {
+                Target::Template(id) => id,
+                Target::Configuration(target) => {
+                    run_configuration::copy(api, pipeline, &target, &image_id, progress).await?;
+                    return Ok(Advanced::Moved);
+                }
+            };
             let version = api
                 .create_version(
-                    &pipeline.template_id,
+                    &template_id,
                     pipeline.source_version,
                     &image_id,
                     &pipeline.id,
@@ -181,8 +190,17 @@ async fn advance<A: ImageApi>(
             );
         }
         Step::Promote { version, image_id } => {
-            api.set_default_version(&pipeline.template_id, version)
-                .await?;
+            let (template_id, version) = match (pipeline.target.clone(), version) {
+                (Target::Template(id), Some(version)) => (id, version),
+                (Target::Configuration(target), _) => {
+                    run_configuration::switch(api, pipeline, &target, &image_id, progress).await?;
+                    return Ok(Advanced::Moved);
+                }
+                (Target::Template(_), None) => {
+                    return Err(refused(pipeline, "ModifyLaunchTemplate", "no new version"));
+                }
+            };
+            api.set_default_version(&template_id, version).await?;
             if let Some(parameter) = &pipeline.parameter {
                 api.put_parameter(parameter, &image_id).await?;
             }
@@ -210,6 +228,10 @@ async fn advance<A: ImageApi>(
         }
         Step::Roll => return roll_step(api, pipeline, poll, progress).await,
         Step::Prune => {
+            if let Target::Configuration(target) = pipeline.target.clone() {
+                run_configuration::retire_source(api, pipeline, &target, progress).await?;
+                return Ok(Advanced::Moved);
+            }
             let template = template_of(api, pipeline).await?;
             let pruned = prune(api, &template, pipeline.keep, pipeline.deregister).await?;
             save(api, pipeline, Stage::Done).await?;
@@ -268,7 +290,7 @@ async fn roll_step<A: ImageApi>(
     match next(&groups) {
         RollStep::Start { group, pinned } => {
             let version = pipeline.new_version.unwrap_or(template.latest_version);
-            let desired = pinned.then_some((pipeline.template_id.as_str(), version));
+            let desired = pinned.then_some((template.id.as_str(), version));
             let id = api.start_refresh(&group, &roll, desired).await?;
             progress.event(
                 pipeline,
@@ -310,8 +332,15 @@ pub(super) async fn save<A: ImageApi>(
     stage: Stage,
 ) -> Result<(), FleetError> {
     pipeline.stage = stage;
-    api.tag_template(&pipeline.template_id, &pipeline.to_tags())
-        .await
+    write_record(api, pipeline).await
+}
+
+/// The pipeline's record, where it lives: the template's tags, or the group's.
+pub async fn write_record<A: ImageApi>(api: &A, pipeline: &Pipeline) -> Result<(), FleetError> {
+    match &pipeline.target {
+        Target::Template(id) => api.tag_template(id, &pipeline.to_tags()).await,
+        Target::Configuration(target) => api.tag_group(&target.group, &pipeline.to_tags()).await,
+    }
 }
 
 pub(super) async fn fail<A: ImageApi>(
@@ -328,7 +357,14 @@ async fn template_of<A: ImageApi>(
     api: &A,
     pipeline: &Pipeline,
 ) -> Result<TemplateView, FleetError> {
-    api.template(&pipeline.template_id)
+    let Some(template_id) = pipeline.template_id() else {
+        return Err(refused(
+            pipeline,
+            "DescribeLaunchTemplates",
+            "a launch-configuration pipeline has no template",
+        ));
+    };
+    api.template(template_id)
         .await?
         .ok_or_else(|| refused(pipeline, "DescribeLaunchTemplates", "the template is gone"))
 }
@@ -336,7 +372,7 @@ async fn template_of<A: ImageApi>(
 fn refused(pipeline: &Pipeline, operation: &'static str, message: &str) -> FleetError {
     FleetError {
         operation,
-        subject: pipeline.template_id.clone(),
+        subject: pipeline.key().to_string(),
         message: message.to_string(),
         transient: false,
         code: None,

@@ -47,8 +47,12 @@ pub(super) async fn builder_step<A: ImageApi>(
         poll_for,
     ) {
         BuilderStep::Launch => {
+            let Some(template_id) = pipeline.template_id() else {
+                fail(api, pipeline, "builder mode needs a launch template".into()).await?;
+                return Ok(Advanced::Ended);
+            };
             let request = LaunchBuilder {
-                template_id: pipeline.template_id.clone(),
+                template_id: template_id.to_string(),
                 version: pipeline.source_version,
                 subnet: spec.subnet.clone(),
                 client_token: pipeline.id.clone(),
@@ -144,7 +148,7 @@ pub(super) async fn builder_step<A: ImageApi>(
 /// instances carrying [`BUILDER_TAG`].
 fn builder_tags(pipeline: &Pipeline) -> Vec<(String, String)> {
     vec![
-        (BUILDER_TAG.to_string(), pipeline.template_id.clone()),
+        (BUILDER_TAG.to_string(), pipeline.key().to_string()),
         (IMAGE_PIPELINE_TAG.to_string(), pipeline.id.clone()),
     ]
 }

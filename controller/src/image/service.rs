@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use super::api::ImageApi;
 use super::builder::BuilderSpec;
 use super::pipeline::{Pipeline, Stage};
-use super::run::{Progress, settle};
+use super::run::{Progress, settle, write_record};
 use super::start::{BakeFrom, BakeRequest, MAX_AVAILABLE_WITHIN_SECS, bake_pipeline};
 use crate::config::{ImagesConfig, NewGroupVersion};
 use crate::fleet::FleetError;
@@ -52,12 +52,12 @@ struct Logged;
 
 impl Progress for Logged {
     fn event(&mut self, pipeline: &Pipeline, what: &str) {
-        tracing::info!(pipeline = %pipeline.id, template_id = %pipeline.template_id,
+        tracing::info!(pipeline = %pipeline.id, target = %pipeline.key(),
             stage = pipeline.stage.as_str(), image_id = ?pipeline.image_id, "{what}");
     }
 
     fn waiting(&mut self, pipeline: &Pipeline, elapsed: time::Duration, detail: &str) {
-        tracing::debug!(pipeline = %pipeline.id, template_id = %pipeline.template_id,
+        tracing::debug!(pipeline = %pipeline.id, target = %pipeline.key(),
             stage = pipeline.stage.as_str(), elapsed_secs = elapsed.whole_seconds(), %detail,
             "image pipeline waiting");
     }
@@ -241,14 +241,10 @@ impl<A: ImageApi> ImageService<A> {
     async fn start(&self, pipeline: Pipeline) -> Handled {
         // The record first: from here on a reconcile pass finds the pipeline even if this
         // replica stops before the next call.
-        if let Err(error) = self
-            .api
-            .tag_template(&pipeline.template_id, &pipeline.to_tags())
-            .await
-        {
+        if let Err(error) = write_record(&self.api, &pipeline).await {
             return retry(&error);
         }
-        tracing::info!(pipeline = %pipeline.id, template_id = %pipeline.template_id,
+        tracing::info!(pipeline = %pipeline.id, target = %pipeline.key(),
             stage = pipeline.stage.as_str(), image_id = ?pipeline.image_id,
             instance_id = ?pipeline.instance_id, "image pipeline started");
         if let Err(error) = settle(&self.api, pipeline, &mut Logged).await {

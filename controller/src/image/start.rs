@@ -6,7 +6,8 @@ use time::OffsetDateTime;
 
 use super::api::TemplateView;
 use super::builder::BuilderSpec;
-use super::pipeline::{Pipeline, Stage};
+use super::configuration::GroupConfiguration;
+use super::pipeline::{ConfigurationTarget, Pipeline, Stage, Target};
 use super::run::refuse_start;
 
 /// The longest an image may take to become available: the 48 h a whole lifecycle action may
@@ -16,6 +17,7 @@ pub const MAX_AVAILABLE_WITHIN_SECS: u64 = 48 * 3600;
 /// What `image bake` asks for.
 #[derive(Debug, Clone)]
 pub struct BakeRequest {
+    /// The launch template's name or id (for `bake --group`, the group's name).
     pub template: String,
     pub from: BakeFrom,
     /// `$Default`, `$Latest` or a number.
@@ -94,19 +96,106 @@ pub fn bake_pipeline(
             (Stage::LaunchBuilder, None, Some(spec))
         }
     };
-    if let Some(parameter) = &request.parameter
-        && parameter.chars().count() > 256
-    {
-        return Err("the SSM parameter name: at most 256 characters (it is kept in a tag)".into());
+    check_parameter(request)?;
+    Ok(new_pipeline(
+        Target::Template(template.id.clone()),
+        stage,
+        source_version,
+        instance_id,
+        builder,
+        request,
+        now,
+    ))
+}
+
+/// What `image bake --group` asks for on a group that launches from a launch configuration.
+#[derive(Debug, Clone)]
+pub struct ConfigurationRequest {
+    pub group: String,
+    /// Delete the configuration the group leaves (only one lifeguard made).
+    pub delete_source: bool,
+}
+
+/// The record of a new pipeline for a group on a launch configuration, or why none may start.
+pub fn configuration_pipeline(
+    group: &GroupConfiguration,
+    wanted: &ConfigurationRequest,
+    request: &BakeRequest,
+    now: OffsetDateTime,
+) -> Result<Pipeline, String> {
+    let Some(source) = group.configuration.clone() else {
+        return Err(format!(
+            "{} launches from a launch template: name the template with --template",
+            group.name
+        ));
+    };
+    match Pipeline::from_group_tags(&group.name, &group.tags) {
+        Ok(Some(running)) if running.stage.is_running() => {
+            return Err(format!(
+                "pipeline {} on {} is at stage {} since {}; resume it with `image resume --group {}`",
+                running.id,
+                group.name,
+                running.stage.as_str(),
+                crate::marks::format_time(running.started_at),
+                group.name
+            ));
+        }
+        Ok(_) => {}
+        Err(why) => {
+            return Err(format!(
+                "the lifeguard:image:* tags of {} do not read as a pipeline ({why}); remove them to start afresh",
+                group.name
+            ));
+        }
     }
+    let BakeFrom::Instance(instance_id) = &request.from else {
+        return Err("builder mode launches from a launch template; image an instance (--instance) for a launch-configuration group".into());
+    };
+    check_parameter(request)?;
+    if request.roll.is_some() || request.deregister {
+        return Err("--roll and --deregister are for launch templates; a launch-configuration group is switched to the copy (replace its instances with an instance refresh)".into());
+    }
+    Ok(new_pipeline(
+        Target::Configuration(ConfigurationTarget {
+            group: group.name.clone(),
+            source,
+            delete_source: wanted.delete_source,
+        }),
+        Stage::Bake,
+        0,
+        Some(instance_id.clone()),
+        None,
+        request,
+        now,
+    ))
+}
+
+fn check_parameter(request: &BakeRequest) -> Result<(), String> {
+    match &request.parameter {
+        Some(parameter) if parameter.chars().count() > 256 => {
+            Err("the SSM parameter name: at most 256 characters (it is kept in a tag)".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn new_pipeline(
+    target: Target,
+    stage: Stage,
+    source_version: i64,
+    instance_id: Option<String>,
+    builder: Option<BuilderSpec>,
+    request: &BakeRequest,
+    now: OffsetDateTime,
+) -> Pipeline {
     let within = time::Duration::try_from(request.available_within)
         .unwrap_or(time::Duration::HOUR)
         .min(time::Duration::seconds(
             i64::try_from(MAX_AVAILABLE_WITHIN_SECS).unwrap_or(i64::MAX),
         ));
-    Ok(Pipeline {
+    Pipeline {
         id: new_pipeline_id(now),
-        template_id: template.id.clone(),
+        target,
         stage,
         instance_id,
         builder,
@@ -122,5 +211,5 @@ pub fn bake_pipeline(
         roll: request.roll.clone(),
         roll_started: None,
         reason: None,
-    })
+    }
 }

@@ -21,7 +21,7 @@ const POLL: time::Duration = time::Duration::seconds(15);
 pub(super) fn pipeline(stage: Stage) -> Pipeline {
     Pipeline {
         id: "20261203T100000Z-beef".into(),
-        template_id: "lt-0123456789abcdef0".into(),
+        target: Target::Template("lt-0123456789abcdef0".into()),
         stage,
         instance_id: Some("i-0123456789abcdef0".into()),
         builder: None,
@@ -118,7 +118,7 @@ fn the_record_survives_a_round_trip_through_tags() {
     p.reason = Some("é".repeat(300));
     let tags: HashMap<String, String> = p.to_tags().into_iter().collect();
     assert!(tags.values().all(|v| v.chars().count() <= 256));
-    let back = Pipeline::from_tags(&p.template_id, &tags).unwrap().unwrap();
+    let back = Pipeline::from_tags(p.key(), &tags).unwrap().unwrap();
     assert_eq!(back.reason.as_deref().map(|r| r.chars().count()), Some(256));
     assert_eq!(
         Pipeline {
@@ -200,6 +200,7 @@ pub(super) struct FakeState {
     refreshes: HashMap<String, super::roll::RefreshView>,
     pub(super) calls: Vec<String>,
     pub(super) builder: super::builder_tests::FakeBuilder,
+    pub(super) configurations: super::configuration_tests::FakeConfigurations,
 }
 
 impl FakeEc2 {
@@ -216,6 +217,7 @@ impl FakeEc2 {
                 refreshes: HashMap::new(),
                 calls: Vec::new(),
                 builder: Default::default(),
+                configurations: Default::default(),
             }),
         }
     }
