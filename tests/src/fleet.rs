@@ -339,10 +339,7 @@ pub async fn queue_depth(clients: &Clients, url: &str) -> (u64, u64) {
 /// Registers lifeguard's SSM document (`packaging/ssm/lifeguard-ArchiveLogs.json`), as a
 /// deployment does, so agentless archives meet the emulator's parameter checks.
 pub async fn archive_document(clients: &Clients) {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../packaging/ssm/lifeguard-ArchiveLogs.json"
-    );
+    let path = crate::repo_root().join("packaging/ssm/lifeguard-ArchiveLogs.json");
     let content = std::fs::read_to_string(path).unwrap();
     clients
         .ssm

@@ -23,8 +23,13 @@ pub const ACCOUNT: &str = "123456789012";
 /// How long the emulator may take to start: importing moto is slow on a loaded 2-core machine.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+/// The checkout the tests run in. Cargo and nextest set `CARGO_MANIFEST_DIR` for the test
+/// process too; the compile-time value is only a fallback, since a target directory shared
+/// between checkouts can hold this crate built from another one.
+pub fn repo_root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("..")
 }
 
 /// The emulator's Python, from `tests/emulator/setup.sh` (idempotent, fast once built).
