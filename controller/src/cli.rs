@@ -56,6 +56,12 @@ pub enum ImageCommand {
     /// Image an instance, wait until the image is available, add a template version that
     /// changes only its image, make it the default, publish the AMI id, prune.
     Bake(Box<BakeArgs>),
+    /// Make a version the default once its image is available, and publish its AMI id (also
+    /// the way back to an earlier version).
+    Promote(PromoteArgs),
+    /// An instance refresh of every group on the template onto its default version, followed
+    /// to its end; each replaced instance drains through the terminate hook.
+    Roll(RollArgs),
     /// Go on with the pipeline recorded on a template, from where it stopped.
     Resume(ResumeArgs),
     /// Delete old versions (never the default, the latest or one a group or refresh pins).
@@ -126,18 +132,18 @@ pub struct BakeArgs {
     /// 48 h); in builder mode this includes the launch, the patch and the stop.
     #[arg(long, default_value_t = 14_400, value_parser = clap::value_parser!(u64).range(60..=crate::image::command::MAX_AVAILABLE_WITHIN_SECS))]
     pub available_within_secs: u64,
+    /// After promote, an instance refresh of every group that launches from the template; each
+    /// replaced instance leaves through the terminate hook, so its agent drains and archives.
+    #[arg(long)]
+    pub roll: bool,
     #[command(flatten)]
-    pub roll: RollOptions,
+    pub roll_preferences: RollPreferences,
     #[command(flatten)]
     pub run: RunOptions,
 }
 
 #[derive(Debug, Args)]
-pub struct RollOptions {
-    /// After promote, an instance refresh of every group that launches from the template; each
-    /// replaced instance leaves through the terminate hook, so its agent drains and archives.
-    #[arg(long)]
-    pub roll: bool,
+pub struct RollPreferences {
     /// Percentage of the group kept in service during the roll.
     #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub min_healthy_percentage: u8,
@@ -147,6 +153,41 @@ pub struct RollOptions {
     /// A checkpoint percentage (repeat; ascending, the last 100).
     #[arg(long)]
     pub checkpoint: Vec<u8>,
+}
+
+impl RollPreferences {
+    fn roll(&self) -> crate::image::roll::Roll {
+        crate::image::roll::Roll {
+            min_healthy_percentage: self.min_healthy_percentage,
+            instance_warmup_secs: self.instance_warmup_secs,
+            checkpoints: self.checkpoint.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    #[command(flatten)]
+    pub template: TemplateArg,
+    /// The version to make the default: a number, or `$Latest`. Its image must be available.
+    #[arg(long)]
+    pub version: String,
+    /// SSM parameter that gets the version's AMI id (data type `aws:ec2:image`).
+    #[arg(long)]
+    pub ssm_parameter: Option<String>,
+    /// Print the calls that would change something instead of making them.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollArgs {
+    #[command(flatten)]
+    pub template: TemplateArg,
+    #[command(flatten)]
+    pub preferences: RollPreferences,
+    #[command(flatten)]
+    pub run: RunOptions,
 }
 
 #[derive(Debug, Args)]
@@ -355,11 +396,7 @@ fn run_image(config_path: &std::path::Path, command: ImageCommand) -> ExitCode {
                     parameter: args.ssm_parameter,
                     deregister: args.prune.deregister,
                     available_within: std::time::Duration::from_secs(args.available_within_secs),
-                    roll: args.roll.roll.then(|| crate::image::roll::Roll {
-                        min_healthy_percentage: args.roll.min_healthy_percentage,
-                        instance_warmup_secs: args.roll.instance_warmup_secs,
-                        checkpoints: args.roll.checkpoint.clone(),
-                    }),
+                    roll: args.roll.then(|| args.roll_preferences.roll()),
                     poll: poll(&args.run),
                     dry_run: args.run.dry_run,
                 };
@@ -376,6 +413,26 @@ fn run_image(config_path: &std::path::Path, command: ImageCommand) -> ExitCode {
                     )),
                     (None, false) => command::bake(&api, &request).await,
                 }
+            }
+            ImageCommand::Promote(args) => {
+                command::promote(
+                    &api,
+                    &args.template.template,
+                    &args.version,
+                    args.ssm_parameter.as_deref(),
+                    args.dry_run,
+                )
+                .await
+            }
+            ImageCommand::Roll(args) => {
+                command::roll(
+                    &api,
+                    &args.template.template,
+                    args.preferences.roll(),
+                    poll(&args.run),
+                    args.run.dry_run,
+                )
+                .await
             }
             ImageCommand::Resume(args) => {
                 let holder = match (&args.target.template, &args.target.group) {

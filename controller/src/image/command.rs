@@ -6,13 +6,15 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use super::api::{ImageApi, TemplateView};
+use super::api::{ImageApi, ImageState, TemplateView};
 use super::dry_run::DryRun;
 use super::pipeline::{Pipeline, Stage, humanize};
 use super::prune::prune;
+use super::roll::Roll;
+use super::run::refuse_start;
 use super::run::{Progress, drive, write_record};
 pub use super::start::{BakeFrom, BakeRequest, ConfigurationRequest, MAX_AVAILABLE_WITHIN_SECS};
-use super::start::{bake_pipeline, configuration_pipeline};
+use super::start::{bake_pipeline, configuration_pipeline, resolve_version, roll_pipeline};
 use crate::fleet::FleetError;
 
 /// How a command ended, for the exit code.
@@ -235,6 +237,108 @@ fn print_calls(calls: &[String]) {
     );
     for call in calls {
         let _ = writeln!(out, "  {call}");
+    }
+}
+
+/// Makes `version` the default once its image is available, and publishes its AMI id.
+pub async fn promote<A: ImageApi>(
+    api: &A,
+    template: &str,
+    version: &str,
+    parameter: Option<&str>,
+    dry_run: bool,
+) -> Result<Ended, FleetError> {
+    let template = match find_template(api, template).await {
+        Ok(template) => template,
+        Err(ended) => return Ok(ended),
+    };
+    match refuse_start(&template) {
+        Ok(None) => {}
+        Ok(Some(why)) | Err(why) => return Ok(Ended::Refused(why)),
+    }
+    let number = match resolve_version(&template, version) {
+        Ok(number) => number,
+        Err(why) => return Ok(Ended::Refused(why)),
+    };
+    let versions = api.versions(&template.id).await?;
+    let Some(image_id) = versions
+        .iter()
+        .find(|v| v.number == number)
+        .and_then(|v| v.image_id.clone())
+    else {
+        return Ok(Ended::Refused(format!(
+            "version {number} of {} names no image",
+            template.name
+        )));
+    };
+    match api.image(&image_id).await? {
+        Some(image) if image.state == ImageState::Available => {}
+        Some(image) => {
+            return Ok(Ended::Refused(format!(
+                "version {number} names {image_id}, which is {}: a template's default never \
+                 names an image that is not available",
+                image.state.as_str()
+            )));
+        }
+        None => {
+            return Ok(Ended::Refused(format!(
+                "version {number} names {image_id}, which no longer exists"
+            )));
+        }
+    }
+    if dry_run {
+        let dry = DryRun::new(api);
+        publish(&dry, &template.id, number, parameter, &image_id).await?;
+        print_calls(&dry.calls());
+        return Ok(Ended::Done);
+    }
+    publish(api, &template.id, number, parameter, &image_id).await?;
+    println!(
+        "{}: version {number} ({image_id}) is the default{}",
+        template.name,
+        parameter
+            .map(|p| format!("; {p} = {image_id}"))
+            .unwrap_or_default()
+    );
+    Ok(Ended::Done)
+}
+
+async fn publish<B: ImageApi>(
+    api: &B,
+    template_id: &str,
+    version: i64,
+    parameter: Option<&str>,
+    image_id: &str,
+) -> Result<(), FleetError> {
+    api.set_default_version(template_id, version).await?;
+    if let Some(parameter) = parameter {
+        api.put_parameter(parameter, image_id).await?;
+    }
+    Ok(())
+}
+
+/// Refreshes every group on the template onto its default version, and follows the refreshes
+/// to their end.
+pub async fn roll<A: ImageApi>(
+    api: &A,
+    template: &str,
+    preferences: Roll,
+    poll: Duration,
+    dry_run: bool,
+) -> Result<Ended, FleetError> {
+    let template = match find_template(api, template).await {
+        Ok(template) => template,
+        Err(ended) => return Ok(ended),
+    };
+    let image_id = api
+        .versions(&template.id)
+        .await?
+        .into_iter()
+        .find(|v| v.number == template.default_version)
+        .and_then(|v| v.image_id);
+    match roll_pipeline(&template, preferences, image_id, OffsetDateTime::now_utc()) {
+        Ok(pipeline) => run_to_end(api, pipeline, poll, dry_run).await,
+        Err(why) => Ok(Ended::Refused(why)),
     }
 }
 

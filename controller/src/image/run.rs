@@ -227,6 +227,16 @@ async fn advance<A: ImageApi>(
             progress.event(pipeline, "image available");
         }
         Step::Roll => return roll_step(api, pipeline, poll, progress).await,
+        Step::Prune if pipeline.keep == super::start::KEEP_ALL => {
+            save(api, pipeline, Stage::Done).await?;
+            progress.event(
+                pipeline,
+                &format!(
+                    "done in {}",
+                    humanize(OffsetDateTime::now_utc() - pipeline.started_at)
+                ),
+            );
+        }
         Step::Prune => {
             if let Target::Configuration(target) = pipeline.target.clone() {
                 run_configuration::retire_source(api, pipeline, &target, progress).await?;

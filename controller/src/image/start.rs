@@ -48,7 +48,7 @@ pub fn new_pipeline_id(now: OffsetDateTime) -> String {
     format!("{stamp}-{:04x}", crate::service::random_bits() as u16)
 }
 
-fn resolve_version(template: &TemplateView, asked: &str) -> Result<i64, String> {
+pub(super) fn resolve_version(template: &TemplateView, asked: &str) -> Result<i64, String> {
     match asked {
         "$Default" => Ok(template.default_version),
         "$Latest" => Ok(template.latest_version),
@@ -106,6 +106,42 @@ pub fn bake_pipeline(
         request,
         now,
     ))
+}
+
+/// `keep` of a pipeline that prunes nothing (`image roll`).
+pub const KEEP_ALL: u32 = u32::MAX;
+
+/// The record of a roll alone: the template's groups onto its default version, nothing baked
+/// and nothing pruned.
+pub fn roll_pipeline(
+    template: &TemplateView,
+    roll: super::roll::Roll,
+    image_id: Option<String>,
+    now: OffsetDateTime,
+) -> Result<Pipeline, String> {
+    if let Some(why) = refuse_start(template)? {
+        return Err(why);
+    }
+    roll.check()?;
+    Ok(Pipeline {
+        id: new_pipeline_id(now),
+        target: Target::Template(template.id.clone()),
+        stage: Stage::Roll,
+        instance_id: None,
+        builder: None,
+        no_reboot: false,
+        source_version: template.default_version,
+        image_id,
+        new_version: Some(template.default_version),
+        started_at: now,
+        available_by: now,
+        keep: KEEP_ALL,
+        parameter: None,
+        deregister: false,
+        roll: Some(roll),
+        roll_started: Some(now),
+        reason: None,
+    })
 }
 
 /// What `image bake --group` asks for on a group that launches from a launch configuration.
