@@ -262,6 +262,11 @@ async fn a_refresh_that_fails_rolls_the_pinned_group_back_and_fails_the_pipeline
             .await
             .is_empty()
     );
+    // The template's default is back at version 1 too: new launches of groups on `$Default`
+    // do not take the version that failed.
+    let template = template_named(&stage.clients, "web").await;
+    assert_eq!(template.default_version_number(), Some(1), "{stderr}");
+    assert!(stderr.contains("default is back at version 1"), "{stderr}");
     // The old instance still left through its agent's drain, logs archived.
     let keys = stage.keys(&format!("lifeguard/{GROUP}/{old}/")).await;
     assert!(

@@ -109,6 +109,8 @@ pub struct Pipeline {
     pub instance_id: Option<String>,
     /// Builder mode: what patches the builder.
     pub builder: Option<BuilderSpec>,
+    /// The template's default before promote: a failed roll puts it back.
+    pub previous_default: Option<i64>,
     pub no_reboot: bool,
     /// The version the new one is made from.
     pub source_version: i64,
@@ -234,6 +236,12 @@ impl Pipeline {
                 key("roll-started"),
                 self.roll_started.map(format_time).unwrap_or_default(),
             ),
+            (
+                key("previous-default"),
+                self.previous_default
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+            ),
             (key("reason"), self.reason.clone().unwrap_or_default()),
         ];
         // Written empty without a builder: a pipeline's record replaces every key of the
@@ -344,6 +352,7 @@ impl Pipeline {
             stage: Stage::parse(stage).ok_or_else(|| format!("unknown stage {stage:?}"))?,
             instance_id: get("instance").map(str::to_string),
             builder,
+            previous_default: get("previous-default").and_then(|v| v.parse().ok()),
             no_reboot: get("no-reboot") == Some("true"),
             source_version: number("source-version")?,
             image_id: get("image").map(str::to_string),

@@ -200,6 +200,12 @@ async fn advance<A: ImageApi>(
                     return Err(refused(pipeline, "ModifyLaunchTemplate", "no new version"));
                 }
             };
+            if pipeline.previous_default.is_none() {
+                // Recorded before the change: a retry after it must not take the new version
+                // for the old one.
+                pipeline.previous_default = Some(template_of(api, pipeline).await?.default_version);
+                save(api, pipeline, Stage::Promote).await?;
+            }
             api.set_default_version(&template_id, version).await?;
             if let Some(parameter) = &pipeline.parameter {
                 api.put_parameter(parameter, &image_id).await?;
@@ -328,7 +334,21 @@ async fn roll_step<A: ImageApi>(
             );
             Ok(Advanced::Moved)
         }
-        RollStep::Fail { reason } => {
+        RollStep::Fail { mut reason } => {
+            // The new version did not prove itself: new launches go back to what the template
+            // launched before (groups pinned to a number were rolled back by Auto Scaling).
+            if let Some(previous) = pipeline.previous_default
+                && template.default_version != previous
+            {
+                api.set_default_version(&template.id, previous).await?;
+                reason.push_str(&format!(
+                    "; the template's default is back at version {previous}{}",
+                    match &pipeline.parameter {
+                        Some(parameter) => format!(" ({parameter} still names the new image)"),
+                        None => String::new(),
+                    }
+                ));
+            }
             fail(api, pipeline, reason).await?;
             progress.event(pipeline, "failed");
             Ok(Advanced::Ended)

@@ -25,6 +25,7 @@ pub(super) fn pipeline(stage: Stage) -> Pipeline {
         stage,
         instance_id: Some("i-0123456789abcdef0".into()),
         builder: None,
+        previous_default: None,
         no_reboot: false,
         source_version: 3,
         image_id: None,
@@ -895,6 +896,10 @@ async fn a_refresh_event_moves_a_rolling_pipeline_on_and_a_rolled_back_refresh_f
                 checkpoints: Vec::new(),
             });
             p.roll_started = Some(OffsetDateTime::now_utc());
+            // Promote made version 4 the default; version 3 was before.
+            p.previous_default = Some(3);
+            s.template.default_version = 4;
+            s.template.latest_version = 4;
             s.template.tags = p.to_tags().into_iter().collect();
         }
         let service = ImageService::new(ec2, triggers());
@@ -926,9 +931,21 @@ async fn a_refresh_event_moves_a_rolling_pipeline_on_and_a_rolled_back_refresh_f
         service.handle(&event).await;
         let ended = stage(&service);
         assert_eq!(ended.stage, expected, "{ending}: {:?}", ended.reason);
+        if expected == Stage::Done {
+            assert_eq!(
+                service.api().state.lock().unwrap().template.default_version,
+                4
+            );
+        }
         if expected == Stage::Failed {
             let reason = ended.reason.unwrap();
             assert!(reason.contains("RollbackSuccessful"), "{reason}");
+            // The template's default is back where it was before the pipeline.
+            assert!(reason.contains("default is back at version 3"), "{reason}");
+            assert_eq!(
+                service.api().state.lock().unwrap().template.default_version,
+                3
+            );
             // Prune never ran: the version a rollback returned to is still there.
             assert!(
                 !service
