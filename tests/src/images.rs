@@ -14,6 +14,10 @@ use aws_sdk_ec2::types::{RequestLaunchTemplateData, ResourceType, Tag, TagSpecif
 use serde_json::{Value, json};
 
 use crate::agent::workspace_binary;
+use aws_sdk_autoscaling::types::{
+    BlockDeviceMapping, Ebs, InstanceMonitoring, LaunchConfiguration,
+};
+
 use crate::{Clients, Emulator, REGION, fleet};
 
 pub const PENDING_SECS: f64 = 6.0;
@@ -245,4 +249,91 @@ pub fn tag_value(template: &aws_sdk_ec2::types::LaunchTemplate, key: &str) -> St
         .and_then(|t| t.value())
         .unwrap_or_default()
         .to_string()
+}
+
+/// The launch-configuration group of the configuration path's scenarios, and its configuration.
+pub const GROUP: &str = "legacy";
+pub const SOURCE: &str = "legacy-v1";
+
+/// The launch configuration of that name, if there is one.
+pub async fn configuration(clients: &Clients, name: &str) -> Option<LaunchConfiguration> {
+    clients
+        .autoscaling
+        .describe_launch_configurations()
+        .launch_configuration_names(name)
+        .send()
+        .await
+        .unwrap()
+        .launch_configurations()
+        .first()
+        .cloned()
+}
+
+/// The launch configuration the legacy group launches from.
+pub async fn group_configuration(clients: &Clients) -> String {
+    clients
+        .autoscaling
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(GROUP)
+        .send()
+        .await
+        .unwrap()
+        .auto_scaling_groups()[0]
+        .launch_configuration_name()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A group of one on a launch configuration that sets most of what a configuration can, with
+/// no kernel or ramdisk (Auto Scaling answers those as `""`, and refuses `""` on create).
+pub async fn legacy_group(clients: &Clients, image: &str) {
+    let security_group = clients
+        .ec2
+        .create_security_group()
+        .group_name("legacy")
+        .description("legacy fleet")
+        .send()
+        .await
+        .unwrap()
+        .group_id()
+        .unwrap()
+        .to_string();
+    clients
+        .autoscaling
+        .create_launch_configuration()
+        .launch_configuration_name(SOURCE)
+        .image_id(image)
+        .instance_type("t3.micro")
+        .key_name("ops")
+        .security_groups(security_group)
+        .user_data("IyEvYmluL3NoCmVjaG8gbGVnYWN5Cg==")
+        .instance_monitoring(InstanceMonitoring::builder().enabled(false).build())
+        .block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name("/dev/xvdb")
+                .ebs(Ebs::builder().volume_size(20).volume_type("gp3").build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    clients
+        .autoscaling
+        .create_auto_scaling_group()
+        .auto_scaling_group_name(GROUP)
+        .launch_configuration_name(SOURCE)
+        .min_size(0)
+        .max_size(3)
+        .desired_capacity(1)
+        .availability_zones(format!("{REGION}a"))
+        .tags(
+            aws_sdk_autoscaling::types::Tag::builder()
+                .key("lifeguard:managed")
+                .value("true")
+                .propagate_at_launch(true)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
 }

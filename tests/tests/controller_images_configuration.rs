@@ -6,41 +6,11 @@
 // Test code: a helper panics with a message on anything unexpected, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use aws_sdk_autoscaling::types::{
-    BlockDeviceMapping, Ebs, InstanceMonitoring, LaunchConfiguration,
+use aws_sdk_autoscaling::types::LaunchConfiguration;
+use lifeguard_e2e::images::{
+    GROUP, PARAMETER, SOURCE, bench, configuration, finish, group_configuration, legacy_group,
 };
-use lifeguard_e2e::images::{PARAMETER, bench, finish};
-use lifeguard_e2e::{Clients, eventually, fleet};
-
-const GROUP: &str = "legacy";
-const SOURCE: &str = "legacy-v1";
-
-async fn configuration(clients: &Clients, name: &str) -> Option<LaunchConfiguration> {
-    clients
-        .autoscaling
-        .describe_launch_configurations()
-        .launch_configuration_names(name)
-        .send()
-        .await
-        .unwrap()
-        .launch_configurations()
-        .first()
-        .cloned()
-}
-
-async fn group_configuration(clients: &Clients) -> String {
-    clients
-        .autoscaling
-        .describe_auto_scaling_groups()
-        .auto_scaling_group_names(GROUP)
-        .send()
-        .await
-        .unwrap()
-        .auto_scaling_groups()[0]
-        .launch_configuration_name()
-        .unwrap_or_default()
-        .to_string()
-}
+use lifeguard_e2e::{eventually, fleet};
 
 /// Everything a configuration sets but its name, ARN, time and image.
 fn settings(configuration: &LaunchConfiguration) -> LaunchConfiguration {
@@ -50,60 +20,6 @@ fn settings(configuration: &LaunchConfiguration) -> LaunchConfiguration {
     settings.created_time = None;
     settings.image_id = None;
     settings
-}
-
-/// A group of one on a launch configuration that sets most of what a configuration can, with
-/// no kernel or ramdisk (Auto Scaling answers those as `""`, and refuses `""` on create).
-async fn legacy_group(clients: &Clients, image: &str) {
-    let security_group = clients
-        .ec2
-        .create_security_group()
-        .group_name("legacy")
-        .description("legacy fleet")
-        .send()
-        .await
-        .unwrap()
-        .group_id()
-        .unwrap()
-        .to_string();
-    clients
-        .autoscaling
-        .create_launch_configuration()
-        .launch_configuration_name(SOURCE)
-        .image_id(image)
-        .instance_type("t3.micro")
-        .key_name("ops")
-        .security_groups(security_group)
-        .user_data("IyEvYmluL3NoCmVjaG8gbGVnYWN5Cg==")
-        .instance_monitoring(InstanceMonitoring::builder().enabled(false).build())
-        .block_device_mappings(
-            BlockDeviceMapping::builder()
-                .device_name("/dev/xvdb")
-                .ebs(Ebs::builder().volume_size(20).volume_type("gp3").build())
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    clients
-        .autoscaling
-        .create_auto_scaling_group()
-        .auto_scaling_group_name(GROUP)
-        .launch_configuration_name(SOURCE)
-        .min_size(0)
-        .max_size(3)
-        .desired_capacity(1)
-        .availability_zones(format!("{}a", lifeguard_e2e::REGION))
-        .tags(
-            aws_sdk_autoscaling::types::Tag::builder()
-                .key("lifeguard:managed")
-                .value("true")
-                .propagate_at_launch(true)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
 }
 
 #[tokio::test]

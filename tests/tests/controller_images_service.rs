@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use lifeguard_e2e::controller::scene;
-use lifeguard_e2e::images::{tag_value, template_named};
+use lifeguard_e2e::images::{self, tag_value, template_named};
 use lifeguard_e2e::{eventually, fleet};
 use serde_json::json;
 
@@ -105,4 +105,87 @@ async fn a_refresh_command_survives_a_killed_controller_and_two_replicas_finish_
     assert!(logs.contains(&image_id), "{logs}");
     again.process.terminate();
     second.process.terminate();
+}
+
+/// A `Refresh Image` command naming a group on a launch configuration: the running controller
+/// bakes, waits through its reconcile passes (the image pending longer than one), copies the
+/// configuration and switches the group, with the record in the group's tags.
+#[tokio::test]
+async fn a_refresh_command_for_a_launch_configuration_group_ends_on_the_copy() {
+    let scene = scene(1, 3600, &[]).await;
+    let stage = &scene.stage;
+    let clients = &stage.clients;
+    stage
+        .emulator
+        .control_post("config", json!({ "ami_pending_secs": 5 }))
+        .await;
+    let image = fleet::any_image(clients).await;
+    images::legacy_group(clients, &image).await;
+    let golden = stage.instances[0].clone();
+    let controller = scene.start_controller("a", "");
+    controller.wait_ready().await;
+    scene
+        .send(
+            &json!({
+                "source": "lifeguard.command",
+                "detail-type": "Refresh Image",
+                "detail": {
+                    "group": images::GROUP,
+                    "instance_ids": [golden],
+                    "ssm_parameter": PARAMETER,
+                }
+            })
+            .to_string(),
+        )
+        .await;
+    let done = |group: &aws_sdk_autoscaling::types::AutoScalingGroup| {
+        group
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some("lifeguard:image:stage") && t.value() == Some("done"))
+    };
+    eventually("the pipeline done", Duration::from_secs(60), || async {
+        let groups = clients
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(images::GROUP)
+            .send()
+            .await
+            .unwrap();
+        done(&groups.auto_scaling_groups()[0]).then_some(())
+    })
+    .await;
+    let copy = images::group_configuration(clients).await;
+    assert!(copy.contains("-lifeguard-"), "{copy}");
+    let copied = images::configuration(clients, &copy).await.unwrap();
+    let made = stage.emulator.calls("ec2", "CreateImage", None).await;
+    assert_eq!(made.len(), 1, "{made:?}");
+    let image_id = copied.image_id().unwrap();
+    assert_ne!(image_id, image);
+    let group = clients
+        .autoscaling
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(images::GROUP)
+        .send()
+        .await
+        .unwrap()
+        .auto_scaling_groups()[0]
+        .clone();
+    let record = |key: &str| {
+        group.tags().iter().find(|t| t.key() == Some(key)).map(|t| {
+            (
+                t.value().unwrap_or_default().to_string(),
+                t.propagate_at_launch(),
+            )
+        })
+    };
+    assert_eq!(
+        record("lifeguard:image:stage"),
+        Some(("done".to_string(), Some(false)))
+    );
+    assert_eq!(
+        record("lifeguard:image:image").map(|(v, _)| v).as_deref(),
+        Some(image_id)
+    );
+    controller.process.terminate();
 }

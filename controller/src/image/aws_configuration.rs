@@ -7,6 +7,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::aws::AwsImages;
 use super::configuration::{ConfigurationApi, Deleted, GroupConfiguration};
+use super::pipeline::TAG_PREFIX;
 use crate::fleet::{FleetError, fleet_error};
 
 fn refused(operation: &'static str, subject: &str, message: String) -> FleetError {
@@ -47,6 +48,26 @@ fn mappings_for(
             mapping
         })
         .collect()
+}
+
+fn group_view(group: &aws_sdk_autoscaling::types::AutoScalingGroup) -> GroupConfiguration {
+    GroupConfiguration {
+        name: group
+            .auto_scaling_group_name()
+            .unwrap_or_default()
+            .to_string(),
+        configuration: set(group.launch_configuration_name()),
+        tags: group
+            .tags()
+            .iter()
+            .filter_map(|t| {
+                Some((
+                    t.key()?.to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                ))
+            })
+            .collect(),
+    }
 }
 
 impl AwsImages {
@@ -94,23 +115,27 @@ impl ConfigurationApi for AwsImages {
             .send()
             .await
             .map_err(|e| fleet_error("DescribeAutoScalingGroups", group, &e))?;
-        Ok(answer
-            .auto_scaling_groups()
-            .first()
-            .map(|g| GroupConfiguration {
-                name: g.auto_scaling_group_name().unwrap_or(group).to_string(),
-                configuration: set(g.launch_configuration_name()),
-                tags: g
-                    .tags()
-                    .iter()
-                    .filter_map(|t| {
-                        Some((
-                            t.key()?.to_string(),
-                            t.value().unwrap_or_default().to_string(),
-                        ))
-                    })
-                    .collect(),
-            }))
+        Ok(answer.auto_scaling_groups().first().map(group_view))
+    }
+
+    async fn groups_with_pipelines(&self) -> Result<Vec<GroupConfiguration>, FleetError> {
+        let autoscaling: &aws_sdk_autoscaling::Client = &self.autoscaling;
+        let mut pages = autoscaling
+            .describe_auto_scaling_groups()
+            .filters(
+                aws_sdk_autoscaling::types::Filter::builder()
+                    .name("tag-key")
+                    .values(format!("{TAG_PREFIX}configuration-source"))
+                    .build(),
+            )
+            .into_paginator()
+            .send();
+        let mut groups = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| fleet_error("DescribeAutoScalingGroups", "all", &e))?;
+            groups.extend(page.auto_scaling_groups().iter().map(group_view));
+        }
+        Ok(groups)
     }
 
     async fn tag_group(&self, group: &str, tags: &[(String, String)]) -> Result<(), FleetError> {

@@ -32,6 +32,12 @@ pub trait ConfigurationApi: Send + Sync {
         group: &str,
     ) -> impl Future<Output = Result<Option<GroupConfiguration>, FleetError>> + Send;
 
+    /// Every group with a launch-configuration pipeline's record in its tags (the service's
+    /// reconcile goes on with them).
+    fn groups_with_pipelines(
+        &self,
+    ) -> impl Future<Output = Result<Vec<GroupConfiguration>, FleetError>> + Send;
+
     /// Writes the pipeline's record in the group's tags (not propagated to instances).
     fn tag_group(
         &self,

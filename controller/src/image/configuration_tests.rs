@@ -43,6 +43,21 @@ impl ConfigurationApi for FakeEc2 {
             tags: s.configurations.group_tags.clone(),
         }))
     }
+    async fn groups_with_pipelines(&self) -> Result<Vec<GroupConfiguration>, FleetError> {
+        let s = self.state.lock().unwrap();
+        let recorded = s
+            .configurations
+            .group_tags
+            .contains_key("lifeguard:image:configuration-source");
+        Ok(recorded
+            .then(|| GroupConfiguration {
+                name: "legacy".into(),
+                configuration: Some(s.configurations.group_configuration.clone()),
+                tags: s.configurations.group_tags.clone(),
+            })
+            .into_iter()
+            .collect())
+    }
     async fn tag_group(&self, _group: &str, tags: &[(String, String)]) -> Result<(), FleetError> {
         let mut s = self.state.lock().unwrap();
         s.configurations.group_tags.extend(tags.iter().cloned());
@@ -191,4 +206,51 @@ async fn a_launch_configuration_pipeline_refuses_what_only_templates_do() {
             .unwrap_err()
             .contains("--template")
     );
+}
+
+#[tokio::test]
+async fn the_service_runs_a_launch_configuration_pipeline_from_a_command_and_reconcile() {
+    use super::service::ImageService;
+    use super::tests::{refresh, triggers};
+    use crate::queue::Handled;
+    let service = ImageService::new(FakeEc2::new(Some(1)), triggers());
+    let command = refresh(serde_json::json!({
+        "group": "legacy",
+        "instance_id": "i-0123456789abcdef0",
+        "delete_old_configuration": true,
+    }));
+    assert_eq!(service.handle(&command).await, Handled::Done);
+    let recorded = |service: &ImageService<FakeEc2>| {
+        let s = service.api().state.lock().unwrap();
+        Pipeline::from_group_tags("legacy", &s.configurations.group_tags)
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(recorded(&service).stage, Stage::AwaitAvailable);
+    // Redelivered: not started twice.
+    assert_eq!(service.handle(&command).await, Handled::Done);
+    assert_eq!(service.reconcile().await.unwrap(), 1);
+    let done = recorded(&service);
+    assert_eq!(done.stage, Stage::Done, "{:?}", done.reason);
+    let copy = done.configuration_copy_name().unwrap();
+    assert_eq!(
+        group_of(service.api()).await.configuration.as_deref(),
+        Some(copy.as_str())
+    );
+    let calls = service.api().calls();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("CreateImage"))
+            .count(),
+        1,
+        "{calls:?}"
+    );
+    // Both `template` and `group` is refused.
+    let both = refresh(serde_json::json!({
+        "group": "legacy", "template": "web", "instance_id": "i-0123456789abcdef0",
+    }));
+    let before = service.api().calls().len();
+    assert_eq!(service.handle(&both).await, Handled::Done);
+    assert_eq!(service.api().calls().len(), before);
 }

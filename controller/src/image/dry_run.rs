@@ -327,6 +327,10 @@ impl<A: ImageApi> ConfigurationApi for DryRun<'_, A> {
         self.inner.group_configuration(group).await
     }
 
+    async fn groups_with_pipelines(&self) -> Result<Vec<GroupConfiguration>, FleetError> {
+        self.inner.groups_with_pipelines().await
+    }
+
     async fn tag_group(&self, group: &str, tags: &[(String, String)]) -> Result<(), FleetError> {
         self.would(format!(
             "autoscaling CreateOrUpdateTags {group} PropagateAtLaunch=false {}",

@@ -17,7 +17,10 @@ use super::api::ImageApi;
 use super::builder::BuilderSpec;
 use super::pipeline::{Pipeline, Stage};
 use super::run::{Progress, settle, write_record};
-use super::start::{BakeFrom, BakeRequest, MAX_AVAILABLE_WITHIN_SECS, bake_pipeline};
+use super::start::{
+    BakeFrom, BakeRequest, ConfigurationRequest, MAX_AVAILABLE_WITHIN_SECS, bake_pipeline,
+    configuration_pipeline,
+};
 use crate::config::{ImagesConfig, NewGroupVersion};
 use crate::fleet::FleetError;
 use crate::queue::Handled;
@@ -262,6 +265,9 @@ impl<A: ImageApi> ImageService<A> {
                 return Handled::Done;
             }
         };
+        if let Some(group) = configuration_request(command) {
+            return self.on_refresh_group(&group, &request).await;
+        }
         let template = match self.api.template(&request.template).await {
             Ok(Some(template)) => template,
             Ok(None) => {
@@ -280,6 +286,29 @@ impl<A: ImageApi> ImageService<A> {
             }
         };
         self.start(pipeline).await
+    }
+
+    async fn on_refresh_group(
+        &self,
+        group: &ConfigurationRequest,
+        request: &BakeRequest,
+    ) -> Handled {
+        let found = match self.api.group_configuration(&group.group).await {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                tracing::warn!(asg = %group.group,
+                    "Refresh Image for a group that does not exist; deleted");
+                return Handled::Done;
+            }
+            Err(error) => return retry(&error),
+        };
+        match configuration_pipeline(&found, group, request, OffsetDateTime::now_utc()) {
+            Ok(pipeline) => self.start(pipeline).await,
+            Err(why) => {
+                tracing::warn!(asg = %group.group, %why, "Refresh Image not started; deleted");
+                Handled::Done
+            }
+        }
     }
 
     async fn on_ami_state(&self, change: &AmiStateChange) -> Handled {
@@ -304,19 +333,32 @@ impl<A: ImageApi> ImageService<A> {
     ) -> Result<usize, FleetError> {
         let mut advanced = 0;
         let mut last_error = None;
+        let mut records = Vec::new();
         for template in self.api.templates().await? {
-            let pipeline = match Pipeline::from_tags(&template.id, &template.tags) {
+            records.push((
+                template.id.clone(),
+                Pipeline::from_tags(&template.id, &template.tags),
+            ));
+        }
+        for group in self.api.groups_with_pipelines().await? {
+            records.push((
+                group.name.clone(),
+                Pipeline::from_group_tags(&group.name, &group.tags),
+            ));
+        }
+        for (holder, record) in records {
+            let pipeline = match record {
                 Ok(Some(pipeline)) if pipeline.stage.is_running() && wanted(&pipeline) => pipeline,
                 Ok(_) => continue,
                 Err(why) => {
-                    tracing::warn!(template_id = %template.id, %why,
+                    tracing::warn!(%holder, %why,
                         "lifeguard:image:* tags do not read as a pipeline; left alone");
                     continue;
                 }
             };
             advanced += 1;
             if let Err(error) = settle(&self.api, pipeline, &mut Logged).await {
-                tracing::warn!(template_id = %template.id, %error, "image pipeline paused");
+                tracing::warn!(%holder, %error, "image pipeline paused");
                 last_error = Some(error);
             }
         }
@@ -333,7 +375,13 @@ pub(crate) fn bake_request(command: &Command) -> Result<BakeRequest, String> {
     let params = &command.params;
     let text = |key: &str| params.get(key).and_then(Value::as_str).map(str::to_string);
     let flag = |key: &str| params.get(key).and_then(Value::as_bool).unwrap_or(false);
-    let template = text("template").ok_or("no `template`")?;
+    // A launch-configuration group is named by `group`, which then stands in for the template.
+    let template = text("template")
+        .or_else(|| text("group"))
+        .ok_or("no `template` (or `group`)")?;
+    if params.get("template").is_some() && params.get("group").is_some() {
+        return Err("`template` or `group`, not both".into());
+    }
     let from = match (
         params.get("builder"),
         command
@@ -420,6 +468,21 @@ pub(crate) fn bake_request(command: &Command) -> Result<BakeRequest, String> {
         available_within: Duration::from_secs(within),
         poll: Duration::from_secs(15),
         dry_run: false,
+    })
+}
+
+/// With `group` (a group on a launch configuration): the group, and whether the configuration
+/// it leaves is deleted (`delete_old_configuration`).
+fn configuration_request(command: &Command) -> Option<ConfigurationRequest> {
+    let group = command.params.get("group")?.as_str()?.to_string();
+    let delete_source = command
+        .params
+        .get("delete_old_configuration")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Some(ConfigurationRequest {
+        group,
+        delete_source,
     })
 }
 

@@ -582,7 +582,7 @@ async fn prune_deregisters_only_images_lifeguard_made_for_the_template() {
     assert_eq!(pruned.snapshots, vec!["snap-ami-1".to_string()]);
 }
 
-fn refresh(params: serde_json::Value) -> lifeguard_common::message::Message {
+pub(super) fn refresh(params: serde_json::Value) -> lifeguard_common::message::Message {
     let params = params.as_object().cloned().unwrap_or_default();
     lifeguard_common::message::Message::Command(lifeguard_common::message::Command {
         name: lifeguard_common::message::CommandName::RefreshImage,
@@ -650,7 +650,7 @@ async fn a_bad_refresh_command_is_dropped_without_touching_aws() {
     );
 }
 
-fn triggers() -> super::service::Triggers {
+pub(super) fn triggers() -> super::service::Triggers {
     super::service::Triggers {
         images: crate::config::ImagesConfig::default(),
         managed_tag: "lifeguard:managed".into(),
