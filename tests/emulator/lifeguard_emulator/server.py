@@ -25,6 +25,7 @@ from . import (
     faults,
     identity,
     imds,
+    launch_configurations,
     launch_templates,
     moto_fixes,
     realism,
@@ -220,6 +221,7 @@ def install_patches() -> None:
     moto_fixes.install()
     identity.patch_sqs_sender_id()
     identity.patch_sts_caller_identity()
+    launch_configurations.install()
     ssm_documents.install()
     realism.install()
     _INSTALLED = True
