@@ -57,6 +57,17 @@ _FIELDS: dict[str, Field] = {
     "tick_secs": Field(0.1, "float", 0.01),
     # Maximum number of calls kept by the recorder (oldest dropped first).
     "recorder_max_calls": Field(200000, "int", 100.0),
+    # SSM Run Command (run_command.py): seconds after SendCommand until the SSM Agent picks an
+    # invocation up (Pending -> InProgress), seconds it then runs before its outcome, and
+    # seconds during which GetCommandInvocation does not know it yet (InvocationDoesNotExist).
+    "ssm_pending_secs": Field(1.0, "float", 0.0),
+    "ssm_command_secs": Field(2.0, "float", 0.0),
+    "ssm_invocation_visible_secs": Field(0.5, "float", 0.0),
+    # Seconds after SendCommand at which unfinished invocations end TimedOut (DeliveryTimedOut).
+    # null: as SSM computes ExpiresAfter, TimeoutSeconds + the execution timeout.
+    "ssm_expiry_secs": Field(None, "float", 0.0, nullable=True),
+    # Seconds a stopped EC2 instance spends in "stopping" before "stopped" (ec2_instances.py).
+    "instance_stopping_secs": Field(5.0, "float", 0.0),
     # Put "AWS API Call via CloudTrail" events on the default bus for successful Auto
     # Scaling and EC2 write calls (AWS does when a CloudTrail trail logs management events).
     "cloudtrail_events": Field(False, "bool"),

@@ -112,6 +112,14 @@ def _route(emu: Emulator, method: str, path: str, query: dict[str, str], environ
             if not emu.images.fail(parts[1], str(body.get("message", "")), now=body.get("when", "now") == "now"):
                 raise LookupError(f"pending image {parts[1]}")
         return json_response({"image_id": parts[1], "failed": True})
+    if path == "ssm/outcomes":
+        with emu.lock:
+            if method == "GET":
+                return json_response({"outcomes": emu.run_commands.list_outcomes()})
+            if method == "POST":
+                return json_response(emu.run_commands.add_outcome(_obj(_body(environ))))
+            if method == "DELETE":
+                return json_response({"cleared": emu.run_commands.clear_outcomes(query.get("instance_id") or None)})
     if len(parts) >= 2 and parts[0] == "instances":
         return _instance(emu, method, parts[1], "/".join(parts[2:]), environ)
     return json_response({"error": f"no route {method} {PREFIX}{path}"}, 404)
@@ -174,6 +182,7 @@ def _instance(emu: Emulator, method: str, instance_id: str, sub: str, environ: d
                     "account": account,
                     "region": region,
                     "ec2_state": inst.state,
+                    "stopping_secs_left": emu.stopper.secs_left(instance_id),
                     "group": rec.group_name,
                     "launch_template": {"id": rec.lt_id, "version": rec.lt_version} if rec.lt_id else None,
                     "target_lifecycle_state": imds.target_lifecycle_state(emu, inst, rec),

@@ -8,7 +8,7 @@ from moto.core.responses import ActionResult
 from moto.ec2.exceptions import EC2ClientError, InvalidParameterCombination, MissingParameterError
 from moto.ec2.responses import EC2Response
 
-from . import launch_templates, snapshots
+from . import ec2_instances, launch_templates, snapshots
 from .state import emulator
 
 
@@ -21,8 +21,21 @@ class LifeguardEC2Response(EC2Response):
             "DeregisterImage",
             "CreateLaunchTemplateVersion",
             "DeleteLaunchTemplateVersions",
+            "RunInstances",
         }
     )
+
+    # --------------------------------------------------------------- instances
+    def run_instances(self) -> ActionResult:
+        """``ClientToken`` makes the call idempotent (see ec2_instances.py)."""
+        token = self._get_param("ClientToken")
+        earlier = ec2_instances.earlier_reservation(self.ec2_backend, token, self.querystring)
+        if earlier is not None:
+            self.error_on_dryrun()
+            return ActionResult(earlier)
+        result = super().run_instances()
+        ec2_instances.remember_reservation(self.ec2_backend, token, self.querystring, result.result)
+        return result
 
     # ------------------------------------------------------------------ images
     def _track(self, result: ActionResult, own_snapshots: bool) -> ActionResult:

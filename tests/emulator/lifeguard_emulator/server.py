@@ -22,6 +22,7 @@ from . import (
     awsreq,
     cloudtrail,
     control,
+    ec2_instances,
     faults,
     identity,
     imds,
@@ -29,6 +30,7 @@ from . import (
     launch_templates,
     moto_fixes,
     realism,
+    run_command_api,
     scaling,
     snapshots,
     ssm_documents,
@@ -184,7 +186,7 @@ class App:
 
 class Ticker(threading.Thread):
     """Background timer: lifecycle timeouts, timed instance phases, AMIs, instance refresh,
-    delayed event deliveries."""
+    stopping instances, Run Command invocations, delayed event deliveries."""
 
     def __init__(self, emu: Emulator) -> None:
         super().__init__(name="lifeguard-ticker", daemon=True)
@@ -203,6 +205,8 @@ class Ticker(threading.Thread):
                         emu.scaler.retry_blocked()
                     emu.refresh.tick(now)
                     imds.enforce_spot(emu, now)
+                    emu.stopper.tick(now)
+                    emu.run_commands.tick(now)
                 emu.deliveries.tick(now)
             except Exception:
                 traceback.print_exc(file=sys.stderr)
@@ -221,7 +225,9 @@ def install_patches() -> None:
     moto_fixes.install()
     identity.patch_sqs_sender_id()
     identity.patch_sts_caller_identity()
+    ec2_instances.install()
     launch_configurations.install()
+    run_command_api.install()  # before ssm_documents: SendCommand checks the document first
     ssm_documents.install()
     realism.install()
     _INSTALLED = True

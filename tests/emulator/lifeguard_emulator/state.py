@@ -66,7 +66,9 @@ class Emulator:
         from .images import ImageTracker
         from .phases import Phases
         from .realism import Deliveries, RateLimiter, new_rng
+        from .ec2_instances import Stopper
         from .refresh import RefreshEngine
+        from .run_command import RunCommands
         from .scaling import Scaler
 
         self.lock = threading.RLock()
@@ -87,6 +89,8 @@ class Emulator:
         self.images = ImageTracker(self)
         self.refresh = RefreshEngine(self)
         self.scaler = Scaler(self)
+        self.stopper = Stopper(self)
+        self.run_commands = RunCommands(self)
         self.stopping = threading.Event()
 
     def record(self, instance_id: str, account: str, region: str) -> InstanceRecord:
@@ -112,6 +116,8 @@ class Emulator:
             self.images.reset()
             self.refresh.reset()
             self.scaler.reset()
+            self.stopper.reset()
+            self.run_commands.reset()
             self.faults.reset()
             self.config.reset()
             self.reseed()

@@ -22,6 +22,10 @@ SHORT_TIMINGS = {
     "terminating_activity_secs": 0.2,
     "launch_pending_secs": 0.2,
     "health_check_delay_secs": 0.5,
+    "instance_stopping_secs": 0.3,
+    "ssm_invocation_visible_secs": 0.05,
+    "ssm_pending_secs": 0.1,
+    "ssm_command_secs": 0.2,
 }
 LIFECYCLE_ACTIONS = ["EC2 Instance-launch Lifecycle Action", "EC2 Instance-terminate Lifecycle Action"]
 # Event pattern of the lifecycle action events only (not the scaling-activity events).

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from botocore.exceptions import ClientError
 
-from helpers import EMULATOR_DIR, REGION
+from helpers import EMULATOR_DIR, REGION, wait_until
 
 ARCHIVE_DOC = EMULATOR_DIR.parent.parent / "packaging" / "ssm" / "lifeguard-ArchiveLogs.json"
 NAME = "lifeguard-ArchiveLogs"
@@ -55,8 +55,16 @@ def test_valid_archive_command_is_accepted(emu, ssm, iid, archive_doc):
     assert command["DocumentName"] == NAME and command["InstanceIds"] == [iid]
     (listed,) = ssm.list_commands()["Commands"]
     assert listed["CommandId"] == command["CommandId"]
-    invocation = ssm.get_command_invocation(CommandId=command["CommandId"], InstanceId=iid)
-    assert invocation["Status"] == "Success"
+    # The invocation then runs its course (test_run_command.py) and succeeds.
+    def succeeded():
+        try:
+            found = ssm.get_command_invocation(CommandId=command["CommandId"], InstanceId=iid)
+        except ssm.exceptions.InvocationDoesNotExist:
+            return None  # not known yet, right after SendCommand
+        return found if found["Status"] == "Success" else None
+
+    invocation = wait_until(succeeded, timeout=5)
+    assert invocation["PluginName"] == "archiveLogs" and invocation["ResponseCode"] == 0
     # executionTimeout has a default: it may be left out.
     params = good_params(iid)
     del params["executionTimeout"]
