@@ -80,6 +80,7 @@ const NO_RESOURCE_LEVEL: &[&str] = &[
     "autoscaling:DescribeLaunchConfigurations",
     "ssm:GetCommandInvocation",
     "ssm:ListCommands",
+    "ssm:ListCommandInvocations",
 ];
 
 /// Actions no SDK call names but AWS checks on the caller's credentials on its behalf: with

@@ -46,6 +46,33 @@ fn no_answer(operation: &'static str, subject: &str, what: &str) -> FleetError {
     }
 }
 
+/// What the failed step said: its exit code and the end of its output (where errors are).
+fn failure_detail(invocation: &aws_sdk_ssm::types::CommandInvocation) -> String {
+    let failed = invocation.command_plugins().iter().find(|p| {
+        p.status()
+            .is_some_and(|s| !matches!(s.as_str(), "Success" | "Pending" | "InProgress"))
+    });
+    let Some(step) = failed else {
+        return invocation.status_details().unwrap_or_default().to_string();
+    };
+    let output = step.output().unwrap_or_default().trim();
+    let count = output.chars().count();
+    let tail: String = output
+        .chars()
+        .skip(count.saturating_sub(MAX_DETAIL_CHARS))
+        .collect();
+    format!(
+        "{} exit {}{}",
+        step.name().unwrap_or("step"),
+        step.response_code(),
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!("; {tail}")
+        }
+    )
+}
+
 impl BuilderApi for AwsImages {
     async fn builder_of(&self, pipeline_id: &str) -> Result<Option<InstanceView>, FleetError> {
         let ec2: &aws_sdk_ec2::Client = &self.ec2;
@@ -186,40 +213,30 @@ impl BuilderApi for AwsImages {
         instance_id: &str,
     ) -> Result<Option<Invocation>, FleetError> {
         let ssm: &aws_sdk_ssm::Client = &self.ssm;
-        let answer = match ssm
-            .get_command_invocation()
+        // Not GetCommandInvocation: for a document of several steps (AWS-RunPatchBaseline has
+        // one per platform) it needs the step's name, which depends on the builder's platform.
+        let answer = ssm
+            .list_command_invocations()
             .command_id(command_id)
             .instance_id(instance_id)
+            .details(true)
             .send()
             .await
-        {
-            Ok(answer) => answer,
-            // Right after SendCommand, SSM may not show the invocation yet.
-            Err(e) if service_code(&e) == Some("InvocationDoesNotExist") => return Ok(None),
-            Err(e) => return Err(fleet_error("GetCommandInvocation", command_id, &e)),
+            .map_err(|e| fleet_error("ListCommandInvocations", command_id, &e))?;
+        // Right after SendCommand, SSM may not list the invocation yet.
+        let Some(invocation) = answer.command_invocations().first() else {
+            return Ok(None);
         };
-        let status = answer.status().map_or("Pending", |s| s.as_str());
+        let status = invocation.status().map_or("Pending", |s| s.as_str());
         Ok(Some(match status {
             "Pending" | "InProgress" | "Delayed" | "Cancelling" => {
                 Invocation::Running(status.to_string())
             }
             "Success" => Invocation::Succeeded,
-            other => {
-                let said = answer
-                    .standard_error_content()
-                    .filter(|e| !e.trim().is_empty())
-                    .or(answer.status_details())
-                    .unwrap_or_default()
-                    .trim();
-                let mut detail: String = said.chars().take(MAX_DETAIL_CHARS).collect();
-                if answer.response_code() > 0 {
-                    detail = format!("exit {}; {detail}", answer.response_code());
-                }
-                Invocation::Ended {
-                    status: other.to_string(),
-                    detail,
-                }
-            }
+            other => Invocation::Ended {
+                status: other.to_string(),
+                detail: failure_detail(invocation),
+            },
         }))
     }
 
