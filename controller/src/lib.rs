@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod drill;
 pub mod explain;
 pub mod fleet;
 pub mod http;

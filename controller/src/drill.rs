@@ -1,0 +1,3 @@
+pub mod verify;
+#[cfg(test)]
+mod verify_tests;
