@@ -45,6 +45,10 @@ pub enum Command {
     /// Print one JSON object saying what lifeguard understands of a message, and why it would
     /// act on it or ignore it.
     Explain(ExplainArgs),
+    /// A scale-in drill: terminate instances of a group through its lifecycle hook, follow
+    /// each drain, check each archive in S3, and report what was lost (exit 1 if anything was,
+    /// or an action ended by its timeout).
+    Drill(DrillArgs),
     /// The image pipeline: bake an image, move a launch template onto it once it is
     /// available, prune old versions.
     #[command(subcommand)]
@@ -231,6 +235,51 @@ pub struct PruneArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["count", "instances"])))]
+pub struct DrillArgs {
+    /// The group to drill.
+    #[arg(long)]
+    pub group: String,
+    /// How many instances, spread across availability zones.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub count: Option<u32>,
+    /// These instances.
+    #[arg(long, num_args = 1..)]
+    pub instances: Vec<String>,
+    /// Keep the desired capacity: the group launches replacements.
+    #[arg(long)]
+    pub keep_capacity: bool,
+    /// Follow the drains this long at most (default: 300 s of deregistration delay and a
+    /// 3600 s hook).
+    #[arg(long, default_value_t = 3_900, value_parser = clap::value_parser!(u64).range(1..=172_800))]
+    pub timeout: u64,
+    /// The archive bucket [default: the group's agentless archive bucket, from the
+    /// configuration or its `lifeguard:archive-bucket` tag].
+    #[arg(long)]
+    pub bucket: Option<String>,
+    /// The agents' `upload.prefix`.
+    #[arg(long, default_value = "lifeguard")]
+    pub archive_prefix: String,
+    #[arg(long, value_enum, default_value_t = DrillOutput::Text)]
+    pub output: DrillOutput,
+    /// Also write the report as a self-contained HTML page with a timeline.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Seconds between looks.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub poll_secs: u64,
+    /// Print the terminations the drill would make instead of making them.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DrillOutput {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Only this group's drains.
     #[arg(long)]
@@ -298,6 +347,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Status(args) => run_status(&cli.config, &args),
         Command::Image(command) => run_image(&cli.config, command),
+        Command::Drill(args) => run_drill(&cli.config, &args),
         Command::Validate => {
             match crate::config::ControllerConfig::load(&cli.config, &environment()) {
                 Ok(_) => {
@@ -325,6 +375,17 @@ fn operator_setup(
     let config = crate::config::ControllerConfig::load_without_queue(config_path, &environment())
         .map_err(|error| fail(EXIT_CONFIG, format_args!("{error}")))?;
     Ok((config, runtime()?))
+}
+
+fn run_drill(config_path: &std::path::Path, args: &DrillArgs) -> ExitCode {
+    let (config, runtime) = match operator_setup(config_path) {
+        Ok(pair) => pair,
+        Err(code) => return code,
+    };
+    match runtime.block_on(crate::drill::command::run(&config, args)) {
+        Ok(code) => code,
+        Err(error) => fail(EXIT_UNAVAILABLE, format_args!("drill: {error}")),
+    }
 }
 
 fn run_status(config_path: &std::path::Path, args: &StatusArgs) -> ExitCode {

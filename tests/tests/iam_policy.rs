@@ -450,7 +450,9 @@ fn scope_problems(program: &Program) -> Vec<String> {
                          made (tagged lifeguard:image:template)"
                     ));
                 }
-                "autoscaling:UpdateAutoScalingGroup" | "autoscaling:StartInstanceRefresh"
+                "autoscaling:UpdateAutoScalingGroup"
+                | "autoscaling:StartInstanceRefresh"
+                | "autoscaling:TerminateInstanceInAutoScalingGroup"
                     if !lifecycle_scoped(statement) =>
                 {
                     problems.push(format!(
@@ -501,7 +503,8 @@ fn scope_problems(program: &Program) -> Vec<String> {
                             continue;
                         };
                         let object = path.split_once('/').map(|(_, key)| key);
-                        let bucket_level = action == "s3:ListBucketMultipartUploads";
+                        let bucket_level =
+                            matches!(action, "s3:ListBucketMultipartUploads" | "s3:ListBucket");
                         let wanted = if program.name == "agent" {
                             AGENT_OBJECTS
                         } else {

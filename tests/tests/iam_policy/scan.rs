@@ -490,6 +490,8 @@ pub(crate) fn iam_actions(call: &Call) -> Result<Vec<String>, String> {
         ("s3", "abort_multipart_upload") => vec!["AbortMultipartUpload"],
         ("s3", "list_multipart_uploads") => vec!["ListBucketMultipartUploads"],
         ("s3", "list_parts") => vec!["ListMultipartUploadParts"],
+        // "To use this operation, you must have READ access to the bucket" (s3:ListBucket).
+        ("s3", "list_objects_v2") => vec!["ListBucket"],
         ("s3", "head_object") | ("s3", "get_object") if call.sets_version => {
             vec!["GetObject", "GetObjectVersion"]
         }
