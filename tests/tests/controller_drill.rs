@@ -97,6 +97,10 @@ async fn a_drill_of_three_reports_every_instance_with_its_archive_verified() {
         "{stdout}"
     );
     let page = std::fs::read_to_string(&html).unwrap();
+    // Kept for a look after the run (the README's picture comes from such a run).
+    let kept = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("drill-report.html");
+    std::fs::write(&kept, &page).unwrap();
+    std::fs::write(kept.with_extension("txt"), stdout.as_bytes()).unwrap();
     assert!(
         page.starts_with("<!DOCTYPE html>") && page.contains("<svg"),
         "{page}"

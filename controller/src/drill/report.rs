@@ -136,9 +136,10 @@ pub fn instance_report(
             secs: s["duration_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
         })
         .collect();
-    let drain_started = timeline
-        .drain_started_at
-        .or_else(|| manifest.and_then(|m| manifest_time(m, "/drain/drain_started_at")));
+    // The agent's own record is exact; the marks only show what a look happened to catch.
+    let drain_started = manifest
+        .and_then(|m| manifest_time(m, "/drain/drain_started_at"))
+        .or(timeline.drain_started_at);
     let archive_started = manifest.and_then(|m| manifest_time(m, "/created_at"));
     let uploaded = archive.and_then(|a| a.uploaded_at);
     let completed = timeline.outcome.as_ref().map(|o| o.at);
