@@ -205,6 +205,14 @@ pub fn report(
     }
 }
 
+/// Names from the instance (file names, step names) without control characters: an escape
+/// sequence in a log file's name must not drive the operator's terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 fn opt_secs(value: Option<f64>) -> String {
     value.map_or("-".to_string(), |s| format!("{s:.1}s"))
 }
@@ -237,14 +245,21 @@ pub fn text(report: &DrillReport) -> String {
         for step in &i.steps {
             out.push_str(&format!(
                 "  {} step {}: {} in {:.1}s\n",
-                i.instance_id, step.name, step.outcome, step.secs
+                i.instance_id,
+                printable(&step.name),
+                step.outcome,
+                step.secs
             ));
         }
         for what in &i.lost {
-            out.push_str(&format!("  {} LOST: {what}\n", i.instance_id));
+            out.push_str(&format!("  {} LOST: {}\n", i.instance_id, printable(what)));
         }
         for what in &i.skipped {
-            out.push_str(&format!("  {} skipped: {what}\n", i.instance_id));
+            out.push_str(&format!(
+                "  {} skipped: {}\n",
+                i.instance_id,
+                printable(what)
+            ));
         }
         if i.timed_out {
             out.push_str(&format!(
@@ -266,4 +281,94 @@ pub fn text(report: &DrillReport) -> String {
         if report.failed() { "FAILED" } else { "nothing lost" }
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::marks::{EndedBy, OutcomeMark};
+
+    const T0: OffsetDateTime = datetime!(2026-12-03 10:00:00 UTC);
+
+    fn timeline() -> Timeline {
+        let mut t = Timeline::new("i-0123456789abcdef0", "eu-west-1a", T0);
+        t.wait_at = Some(T0 + time::Duration::seconds(300));
+        t.outcome = Some(OutcomeMark {
+            result: "CONTINUE".into(),
+            by: EndedBy::Agent,
+            at: T0 + time::Duration::seconds(320),
+        });
+        t.gone_at = Some(T0 + time::Duration::seconds(325));
+        t
+    }
+
+    fn archive(problems: Vec<String>) -> ArchiveCheck {
+        ArchiveCheck {
+            key: "lifeguard/web/i-0123456789abcdef0/R:i-0123456789abcdef0/x-scale_in.tar.gz".into(),
+            bytes: 4096,
+            uploaded_at: Some(T0 + time::Duration::seconds(318)),
+            manifest: Some(json!({
+                "created_at": "2026-12-03T10:05:10Z",
+                "drain": {
+                    "drain_started_at": "2026-12-03T10:05:01Z",
+                    "steps": [{"name": "flush", "outcome": "succeeded", "duration_ms": 2500}]
+                },
+                "errors": [{"path": "/var/log/app/<script>alert(1)</script>.log", "error": "EACCES"}],
+                "skipped": [{"path": "/var/log/app/core", "reason": "special file"}]
+            })),
+            files_listed: 3,
+            files_found: 3,
+            problems,
+        }
+    }
+
+    #[test]
+    fn a_whole_archive_gives_the_times_and_the_agents_record() {
+        let line = instance_report(&timeline(), &[archive(Vec::new())], T0, T0);
+        assert_eq!(line.to_wait_secs, Some(300.0));
+        assert_eq!(line.to_drain_secs, Some(301.0));
+        assert_eq!(line.archive_secs, Some(8.0));
+        assert_eq!(line.steps[0].secs, 2.5);
+        assert_eq!(line.completed_by.as_deref(), Some("agent"));
+        // A file the instance could not read is lost; a special file was skipped on purpose.
+        assert_eq!(line.lost.len(), 1, "{:?}", line.lost);
+        assert_eq!(
+            line.skipped,
+            vec!["/var/log/app/core (special file)".to_string()]
+        );
+        let report = report("web", T0, T0 + time::Duration::seconds(330), vec![line]);
+        assert!(report.failed());
+        assert!(text(&report).contains("LOST: unreadable on the instance"));
+        // A name with a terminal escape sequence is printed without its control characters.
+        let mut hostile = timeline();
+        hostile.instance_id = "i-1".into();
+        let mut line = instance_report(&hostile, &[], T0, T0);
+        line.lost.push("/var/log/\u{1b}]0;owned\u{7}.log".into());
+        let printed = text(&report_of(line));
+        assert!(
+            !printed.chars().any(|c| c.is_control() && c != '\n'),
+            "{printed:?}"
+        );
+    }
+
+    fn report_of(line: InstanceReport) -> DrillReport {
+        report("web", T0, T0, vec![line])
+    }
+
+    #[test]
+    fn no_archive_is_a_loss_and_the_page_escapes_what_came_from_the_instance() {
+        let lost = instance_report(&timeline(), &[], T0, T0);
+        assert_eq!(lost.lost, vec!["no archive in S3".to_string()]);
+        let named = instance_report(&timeline(), &[archive(Vec::new())], T0, T0);
+        let page = super::super::html::page(&report("web", T0, T0, vec![lost, named]));
+        assert!(
+            !page.contains("<script>"),
+            "a file name reached the page unescaped"
+        );
+        assert!(page.contains("&lt;script&gt;"));
+        assert!(page.contains("<svg") && page.matches("i-0123456789abcdef0").count() >= 2);
+    }
 }
