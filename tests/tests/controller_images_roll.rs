@@ -83,7 +83,13 @@ async fn a_roll_replaces_every_old_instance_through_a_drain_with_its_logs_archiv
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("instance refresh"), "{stderr}");
+    // One refresh, started by the command or by the running service's reconcile pass (both
+    // advance the pipeline recorded on the template; whichever comes first starts it).
+    let refreshes = stage
+        .emulator
+        .calls("autoscaling", "StartInstanceRefresh", None)
+        .await;
+    assert_eq!(refreshes.len(), 1, "{refreshes:?}\n{stderr}");
 
     // Every old instance left through a drain: archived by its agent, completed with CONTINUE.
     for instance_id in &old {
@@ -266,7 +272,6 @@ async fn a_refresh_that_fails_rolls_the_pinned_group_back_and_fails_the_pipeline
     // do not take the version that failed.
     let template = template_named(&stage.clients, "web").await;
     assert_eq!(template.default_version_number(), Some(1), "{stderr}");
-    assert!(stderr.contains("default is back at version 1"), "{stderr}");
     // The old instance still left through its agent's drain, logs archived.
     let keys = stage.keys(&format!("lifeguard/{GROUP}/{old}/")).await;
     assert!(
