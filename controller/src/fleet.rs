@@ -11,7 +11,7 @@ use lifeguard_common::message::Transition;
 use crate::marks::Marks;
 
 mod aws;
-pub(crate) use aws::fleet_error;
+pub(crate) use aws::{fleet_error, group_tags};
 
 pub use aws::AwsFleet;
 

@@ -189,6 +189,16 @@ impl Emulator {
         reply["calls"].as_array().cloned().unwrap_or_default()
     }
 
+    /// How many calls of each `(service, action)` the emulator has recorded (a dry run's
+    /// before and after).
+    pub async fn call_counts(&self, actions: &[(&str, &str)]) -> Vec<usize> {
+        let mut counts = Vec::new();
+        for (service, action) in actions {
+            counts.push(self.calls(service, action, None).await.len());
+        }
+        counts
+    }
+
     /// What the emulator knows of an instance: EC2 state, group, target lifecycle state.
     pub async fn instance(&self, instance_id: &str) -> Value {
         self.control_get(&format!("instances/{instance_id}")).await

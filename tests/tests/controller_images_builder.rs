@@ -281,10 +281,7 @@ async fn a_dry_run_of_builder_mode_changes_nothing() {
         ("ec2", "CreateLaunchTemplateVersion"),
         ("ec2", "CreateTags"),
     ];
-    let mut before = Vec::new();
-    for (service, action) in changes {
-        before.push(bench.emulator.calls(service, action, None).await.len());
-    }
+    let before = bench.emulator.call_counts(&changes).await;
     let output = bench
         .command(&[
             "bake",
@@ -313,9 +310,10 @@ async fn a_dry_run_of_builder_mode_changes_nothing() {
     ] {
         assert!(stdout.contains(shown), "{shown} missing:\n{stdout}");
     }
-    for ((service, action), before) in changes.into_iter().zip(before) {
-        let made = bench.emulator.calls(service, action, None).await;
-        assert_eq!(made.len(), before, "{service} {action} made: {made:?}");
-    }
+    assert_eq!(
+        bench.emulator.call_counts(&changes).await,
+        before,
+        "calls made of {changes:?}"
+    );
     assert!(builders(&bench).await.is_empty());
 }

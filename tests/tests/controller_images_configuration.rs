@@ -158,10 +158,7 @@ async fn a_dry_run_of_the_launch_configuration_path_changes_nothing() {
         ("autoscaling", "DeleteLaunchConfiguration"),
         ("ec2", "CreateImage"),
     ];
-    let mut before = Vec::new();
-    for (service, action) in changes {
-        before.push(bench.emulator.calls(service, action, None).await.len());
-    }
+    let before = bench.emulator.call_counts(&changes).await;
     let output = bench
         .command(&[
             "bake",
@@ -189,9 +186,10 @@ async fn a_dry_run_of_the_launch_configuration_path_changes_nothing() {
     ] {
         assert!(stdout.contains(shown), "{shown} missing:\n{stdout}");
     }
-    for ((service, action), before) in changes.into_iter().zip(before) {
-        let made = bench.emulator.calls(service, action, None).await;
-        assert_eq!(made.len(), before, "{service} {action} made: {made:?}");
-    }
+    assert_eq!(
+        bench.emulator.call_counts(&changes).await,
+        before,
+        "calls made of {changes:?}"
+    );
     assert_eq!(group_configuration(clients).await, SOURCE);
 }

@@ -44,6 +44,21 @@ async fn version_with_new_image(bench: &Bench) -> String {
     image_id
 }
 
+async fn image_available(bench: &Bench, image_id: &str) {
+    eventually("the image available", Duration::from_secs(60), || async {
+        let images = bench
+            .clients
+            .ec2
+            .describe_images()
+            .image_ids(image_id)
+            .send()
+            .await
+            .unwrap();
+        (images.images()[0].state() == Some(&ImageState::Available)).then_some(())
+    })
+    .await;
+}
+
 fn run(bench: &Bench, args: &[&str]) -> std::process::Output {
     bench.command(args).output().unwrap()
 }
@@ -59,18 +74,7 @@ async fn promote_makes_a_version_the_default_only_once_its_image_is_available() 
     assert!(stderr.contains("pending"), "{stderr}");
     assert_eq!(bench.template().await.default_version_number(), Some(1));
 
-    eventually("the image available", Duration::from_secs(60), || async {
-        let images = bench
-            .clients
-            .ec2
-            .describe_images()
-            .image_ids(&image_id)
-            .send()
-            .await
-            .unwrap();
-        (images.images()[0].state() == Some(&ImageState::Available)).then_some(())
-    })
-    .await;
+    image_available(&bench, &image_id).await;
 
     let before = bench
         .emulator
@@ -154,18 +158,7 @@ async fn roll_alone_refreshes_the_groups_onto_the_default_and_prunes_nothing() {
     .await;
     // A new default the running instances do not match (skip-matching replaces only those).
     let image_id = version_with_new_image(&bench).await;
-    eventually("the image available", Duration::from_secs(60), || async {
-        let images = bench
-            .clients
-            .ec2
-            .describe_images()
-            .image_ids(&image_id)
-            .send()
-            .await
-            .unwrap();
-        (images.images()[0].state() == Some(&ImageState::Available)).then_some(())
-    })
-    .await;
+    image_available(&bench, &image_id).await;
     let promoted = run(&bench, &["promote", "--template", "web", "--version", "2"]);
     assert!(promoted.status.success());
 

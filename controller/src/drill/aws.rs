@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use super::api::{DrillApi, Look};
 use super::plan::{DrillGroup, Member};
 use super::verify::{ArchiveCheck, verify_archives};
-use crate::fleet::{AwsFleet, Fleet, FleetError, fleet_error};
+use crate::fleet::{AwsFleet, Fleet, FleetError, fleet_error, group_tags};
 
 pub struct AwsDrill {
     fleet: AwsFleet,
@@ -40,11 +40,7 @@ impl DrillApi for AwsDrill {
             name: g.auto_scaling_group_name().unwrap_or(name).to_string(),
             min_size: g.min_size().unwrap_or(0),
             desired_capacity: g.desired_capacity().unwrap_or(0),
-            tags: g
-                .tags()
-                .iter()
-                .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
-                .collect(),
+            tags: group_tags(g.tags()),
             members: g
                 .instances()
                 .iter()

@@ -78,11 +78,7 @@ impl AwsFleet {
                 let Some(name) = group.auto_scaling_group_name() else {
                     continue;
                 };
-                let tags = group
-                    .tags()
-                    .iter()
-                    .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
-                    .collect();
+                let tags = group_tags(group.tags());
                 let waiting = group
                     .instances()
                     .iter()
@@ -122,6 +118,15 @@ impl AwsFleet {
         }
         Ok(views)
     }
+}
+
+/// A group's tags as a map (Auto Scaling always answers a value; an empty one stays empty).
+pub(crate) fn group_tags(
+    tags: &[aws_sdk_autoscaling::types::TagDescription],
+) -> HashMap<String, String> {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+        .collect()
 }
 
 /// A failed SDK call as a [`FleetError`]: the operation, what it was about, AWS's code and

@@ -563,16 +563,7 @@ impl ImageApi for AwsImages {
                     .and_then(|l| l.launch_template_specification())
             });
             GroupTemplate {
-                tags: group
-                    .tags()
-                    .iter()
-                    .filter_map(|t| {
-                        Some((
-                            t.key()?.to_string(),
-                            t.value().unwrap_or_default().to_string(),
-                        ))
-                    })
-                    .collect(),
+                tags: crate::fleet::group_tags(group.tags()),
                 template_id: spec
                     .and_then(|s| s.launch_template_id())
                     .map(str::to_string),

@@ -8,7 +8,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use super::aws::AwsImages;
 use super::configuration::{ConfigurationApi, Deleted, GroupConfiguration};
 use super::pipeline::TAG_PREFIX;
-use crate::fleet::{FleetError, fleet_error};
+use crate::fleet::{FleetError, fleet_error, group_tags};
 
 fn refused(operation: &'static str, subject: &str, message: String) -> FleetError {
     FleetError {
@@ -57,16 +57,7 @@ fn group_view(group: &aws_sdk_autoscaling::types::AutoScalingGroup) -> GroupConf
             .unwrap_or_default()
             .to_string(),
         configuration: set(group.launch_configuration_name()),
-        tags: group
-            .tags()
-            .iter()
-            .filter_map(|t| {
-                Some((
-                    t.key()?.to_string(),
-                    t.value().unwrap_or_default().to_string(),
-                ))
-            })
-            .collect(),
+        tags: group_tags(group.tags()),
     }
 }
 
