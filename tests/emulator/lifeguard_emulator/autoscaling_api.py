@@ -16,6 +16,7 @@ from moto.core.responses import ActionResult, EmptyResult
 from .hook_specs import put_hook, send_test_notification
 from .hooks import find_state
 from .notify import LAUNCHING
+from .scaling import PROCESSES, suspended
 from .state import emulator
 from .util import iso_seconds, new_uuid, naive_utc, utcnow
 
@@ -32,6 +33,7 @@ class LifeguardAutoScalingResponse(AutoScalingResponse):
             "AttachInstances",
             "EnterStandby",
             "ExitStandby",
+            "SuspendProcesses",
             "ResumeProcesses",
             "PutLifecycleHook",
             "DeleteLifecycleHook",
@@ -161,9 +163,34 @@ class LifeguardAutoScalingResponse(AutoScalingResponse):
             del backend.lifecycle_hooks[key]
         return super().delete_auto_scaling_group()
 
+    def _processes(self) -> None:
+        """SuspendProcesses / ResumeProcesses: the group must exist and every name be a
+        process (none = all of them, as AWS has it)."""
+        self._group()
+        names = self._get_param("ScalingProcesses", []) or []
+        unknown = [n for n in names if n not in PROCESSES]
+        if unknown:
+            raise ValidationError(
+                f"Invalid scaling process name(s): {', '.join(unknown)}. "
+                f"Valid process names are: {', '.join(PROCESSES)}."
+            )
+
+    def suspend_processes(self) -> ActionResult:
+        self._processes()
+        return super().suspend_processes()
+
     def resume_processes(self) -> ActionResult:
+        """What was held runs at once: the health check looks again at members gone from EC2
+        meanwhile, ReplaceUnhealthy replaces the instances marked Unhealthy, capacity is
+        re-evaluated. Instances that went InService while AddToLoadBalancer was suspended
+        stay out of the target groups (scaling.py)."""
+        self._processes()
         result = super().resume_processes()
-        emulator().scaler.reconcile(self._group())
+        group = self._group()
+        emu = emulator()
+        emu.phases.recheck_health(group)
+        emu.phases.replace_unhealthy(group)
+        emu.scaler.reconcile(group)
         return result
 
     # ----------------------------------------------------------- instances
@@ -223,8 +250,15 @@ class LifeguardAutoScalingResponse(AutoScalingResponse):
     def attach_instances(self) -> ActionResult:
         """Attached instances add to the desired capacity and go InService at once: lifecycle
         hooks do not run for attached instances (moto sets desired to the number of
-        instances)."""
+        instances). Refused while the group's Launch process is suspended (User Guide,
+        "Suspending and resuming scaling processes", Additional considerations: "you can't
+        attach new instances to the group. To attach instances, you must first resume
+        Launch"); the message is the emulator's, after ExitStandby's."""
         group = self._group()
+        if "Launch" in suspended(group):
+            raise ValidationError(
+                f"Cannot attach instances to AutoScalingGroup {group.name} while the Launch process is suspended"
+            )
         backend = self.autoscaling_backend
         ids = self._get_param("InstanceIds", []) or []
         instances = []
@@ -268,8 +302,14 @@ class LifeguardAutoScalingResponse(AutoScalingResponse):
         return super().enter_standby()
 
     def exit_standby(self) -> ActionResult:
-        """Back to InService at once: lifecycle hooks do not run for standby moves."""
+        """Back to InService at once: lifecycle hooks do not run for standby moves. Refused
+        while the Launch process is suspended, with AWS's message."""
         group = self._group()
+        if "Launch" in suspended(group):
+            raise ValidationError(
+                f"Cannot move instances out of Standby for AutoScalingGroup {group.name} "
+                "while the Launch process is suspended"
+            )
         self._states(group, self._get_param("InstanceIds", []) or [], {"Standby"})
         return super().exit_standby()
 

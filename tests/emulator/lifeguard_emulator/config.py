@@ -33,6 +33,9 @@ _FIELDS: dict[str, Field] = {
     "min_heartbeat_timeout_secs": Field(30, "int", 1.0, 7200.0),
     # Seconds before the group's EC2 health check notices an instance terminated in EC2.
     "health_check_delay_secs": Field(10.0, "float", 0.0),
+    # Seconds a newly registered ELBv2 target stays "initial" before "healthy". null: per
+    # target group, HealthCheckIntervalSeconds x HealthyThresholdCount (target_health.py).
+    "target_healthy_secs": Field(None, "float", 0.0, nullable=True),
     # Seconds an instance stays in Terminating:Proceed before it leaves the group and
     # is terminated in EC2.
     "terminate_proceed_delay_secs": Field(0.5, "float", 0.0),

@@ -120,6 +120,14 @@ def _route(emu: Emulator, method: str, path: str, query: dict[str, str], environ
                 return json_response(emu.run_commands.add_outcome(_obj(_body(environ))))
             if method == "DELETE":
                 return json_response({"cleared": emu.run_commands.clear_outcomes(query.get("instance_id") or None)})
+    if path == "target-health":
+        with emu.lock:
+            if method == "GET":
+                return json_response({"forced": emu.target_health.list_forced()})
+            if method == "POST":
+                return json_response(emu.target_health.force(_obj(_body(environ))))
+            if method == "DELETE":
+                return json_response({"cleared": emu.target_health.clear_forced(query.get("instance_id") or None)})
     if len(parts) >= 2 and parts[0] == "instances":
         return _instance(emu, method, parts[1], "/".join(parts[2:]), environ)
     return json_response({"error": f"no route {method} {PREFIX}{path}"}, 404)

@@ -15,7 +15,13 @@ Termination: ``Terminating`` for ``terminating_activity_secs`` + the deregistrat
 
 An instance terminated directly in EC2 stays in its group until the EC2 health check
 notices (``health_check_delay_secs``); then it is marked ``Unhealthy`` and terminated
-through the same phases.
+through the same phases. Suspended processes are honoured as the User Guide describes them
+("Suspend and resume Amazon EC2 Auto Scaling processes", "How suspended processes affect
+other processes"): with ``HealthCheck`` suspended the check marks nothing (it looks again
+when the process is resumed); with ``ReplaceUnhealthy`` or ``Terminate`` suspended an
+instance it finds unhealthy is marked ``Unhealthy`` but stays ``InService``, and is
+replaced as soon as both are resumed. An instance still ``Pending`` fails its launch
+whatever is suspended.
 
 Every method expects the caller to hold ``Emulator.lock``.
 """
@@ -28,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from . import activity
 from .hooks import find_state, hooks_for
 from .notify import LAUNCHING, TERMINATING
+from .scaling import suspended
 
 if TYPE_CHECKING:
     from moto.autoscaling.models import FakeAutoScalingGroup, InstanceState
@@ -246,17 +253,50 @@ class Phases:
             self._unhealthy(group, state)
 
     def _unhealthy(self, group: FakeAutoScalingGroup, state: InstanceState) -> None:
-        state.health_status = "Unhealthy"
         lifecycle = state.lifecycle_state
         if lifecycle.startswith("Pending"):
+            state.health_status = "Unhealthy"
             self.launch_failed(
                 group, state,
                 "Instance became unhealthy while waiting for instance to be in InService state. "
                 "Termination Reason: Client.UserInitiatedShutdown: User initiated shutdown",
             )
-        elif lifecycle == "InService":
-            self.begin_terminate(group, [state], activity.health_cause())
+            return
+        if "HealthCheck" in suspended(group):
+            return  # not marked; checked again when HealthCheck is resumed (recheck_health)
+        state.health_status = "Unhealthy"
+        if lifecycle == "InService":
+            self.replace_unhealthy(group)
+
+    def replace_unhealthy(self, group: FakeAutoScalingGroup) -> None:
+        """ReplaceUnhealthy: the group's InService instances marked Unhealthy go through plain
+        Terminating and the terminate hooks, and are replaced. It does not run while
+        ReplaceUnhealthy or Terminate is suspended (the instances stay InService, marked
+        Unhealthy) and runs as soon as both are resumed; with Launch suspended it terminates
+        without replacing."""
+        if {"ReplaceUnhealthy", "Terminate"} & suspended(group):
+            return
+        states = [
+            s for s in group.instance_states if s.lifecycle_state == "InService" and s.health_status == "Unhealthy"
+        ]
+        if states:
+            self.begin_terminate(group, states, activity.health_cause())
             self.emu.scaler.reconcile(group)
+
+    def recheck_health(self, group: FakeAutoScalingGroup) -> None:
+        """HealthCheck resumed: members gone from ``running`` in EC2 meanwhile are noticed
+        again, ``health_check_delay_secs`` from now."""
+        if "HealthCheck" in suspended(group):
+            return
+        gone = [
+            s.instance.id
+            for s in group.instance_states
+            if s.lifecycle_state == "InService"
+            and s.health_status == "Healthy"
+            and s.instance.state not in ("pending", "running")
+        ]
+        if gone:
+            self.on_ec2_terminated(group.autoscaling_backend, gone)
 
     def forget_instance(self, instance_id: str) -> None:
         """The instance left its group outside the hook flow (detach)."""

@@ -11,7 +11,11 @@ and terminates the first N on scale-in. It is replaced (``install``) by ``Scaler
   ``Terminating`` and the terminate hooks;
 * suspended ``Launch`` / ``Terminate`` processes are honoured;
 * victims follow the termination policies (see ``select_victims``);
-* attached target groups hold the group's running ``InService`` instances.
+* attached target groups hold the group's running ``InService`` instances, except those that
+  went ``InService`` while ``AddToLoadBalancer`` was suspended: as the User Guide says
+  ("How suspended processes affect other processes"), resuming the process does not add
+  them -- they must be registered by hand -- until they leave ``InService`` (standby,
+  termination, detach).
 
 Every method expects the caller to hold ``Emulator.lock``.
 """
@@ -31,6 +35,23 @@ if TYPE_CHECKING:
     from .state import Emulator, InstanceRecord
 
 COUNTED = frozenset({"Pending", "Pending:Wait", "Pending:Proceed", "InService"})
+# SuspendProcesses / ResumeProcesses ``ScalingProcesses`` (API reference).
+PROCESSES = (
+    "Launch",
+    "Terminate",
+    "AddToLoadBalancer",
+    "AlarmNotification",
+    "AZRebalance",
+    "HealthCheck",
+    "InstanceRefresh",
+    "ReplaceUnhealthy",
+    "ScheduledActions",
+)
+
+
+def suspended(group: FakeAutoScalingGroup) -> set[str]:
+    """The group's suspended processes."""
+    return {p["ProcessName"] for p in group.suspended_processes}
 
 
 def target_instances(group: FakeAutoScalingGroup) -> int:
@@ -64,16 +85,19 @@ class Scaler:
     def reset(self) -> None:
         # (account, region, group) whose launches wait for an image to become available.
         self.blocked: set[tuple[str, str, str]] = set()
+        # Instances that went InService while their group's AddToLoadBalancer process was
+        # suspended: never registered to its target groups until they leave InService.
+        self.not_added: set[str] = set()
 
     # ------------------------------------------------------------------ capacity
     def reconcile(self, group: FakeAutoScalingGroup) -> None:
         counted = [s for s in group.instance_states if s.lifecycle_state in COUNTED]
         target = target_instances(group)
         delta = target - len(counted)
-        suspended = {p["ProcessName"] for p in group.suspended_processes}
-        if delta > 0 and "Launch" not in suspended:
+        held = suspended(group)
+        if delta > 0 and "Launch" not in held:
             self.launch(group, delta, activity.launch_cause(len(counted), target))
-        elif delta < 0 and "Terminate" not in suspended:
+        elif delta < 0 and "Terminate" not in held:
             candidates = [s for s in counted if not s.protected_from_scale_in]
             victims = self.select_victims(group, candidates, -delta, counted)
             if victims:
@@ -259,7 +283,8 @@ def install() -> None:
     def update_attached_target_groups(self: Any, group_name: str) -> None:
         """Targets = the group's running InService instances (AWS registers instances when
         they go InService and deregisters them when they leave it); moto registers every
-        member, which fails for an instance already terminated in EC2."""
+        member, which fails for an instance already terminated in EC2. Instances that go
+        InService while AddToLoadBalancer is suspended are left out (see the module doc)."""
         group = self.autoscaling_groups[group_name]
         if not group.target_group_arns:
             return
@@ -271,11 +296,14 @@ def install() -> None:
         members = {i for i, r in emulator().records.items() if r.group_name == group_name} | {
             s.instance.id for s in group.instance_states
         }
-        for arn in group.target_group_arns:
-            tg = self.elbv2_backend.target_groups.get(arn)
-            if tg is None:
-                continue
-            add = [{"Id": i, "Port": tg.port} for i in sorted(wanted - set(tg.targets))]
+        found = (self.elbv2_backend.target_groups.get(arn) for arn in group.target_group_arns)
+        target_groups = [tg for tg in found if tg is not None]
+        not_added = emulator().scaler.not_added
+        not_added -= members - wanted
+        if "AddToLoadBalancer" in suspended(group):
+            not_added |= {i for i in wanted if any(i not in tg.targets for tg in target_groups)}
+        for tg in target_groups:
+            add = [{"Id": i, "Port": tg.port} for i in sorted(wanted - not_added - set(tg.targets))]
             if add:
                 tg.register(add)
             stale = sorted((set(tg.targets) & members) - wanted)

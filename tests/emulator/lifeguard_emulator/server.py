@@ -34,6 +34,7 @@ from . import (
     scaling,
     snapshots,
     ssm_documents,
+    target_health,
 )
 from .autoscaling_api import LifeguardAutoScalingResponse
 from .ec2_api import LifeguardEC2Response
@@ -230,6 +231,7 @@ def install_patches() -> None:
     run_command_api.install()  # before ssm_documents: SendCommand checks the document first
     ssm_documents.install()
     realism.install()
+    target_health.install()
     _INSTALLED = True
 
 

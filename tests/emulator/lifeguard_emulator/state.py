@@ -70,6 +70,7 @@ class Emulator:
         from .refresh import RefreshEngine
         from .run_command import RunCommands
         from .scaling import Scaler
+        from .target_health import TargetHealth
 
         self.lock = threading.RLock()
         self.config = Config()
@@ -91,6 +92,7 @@ class Emulator:
         self.scaler = Scaler(self)
         self.stopper = Stopper(self)
         self.run_commands = RunCommands(self)
+        self.target_health = TargetHealth(self)
         self.stopping = threading.Event()
 
     def record(self, instance_id: str, account: str, region: str) -> InstanceRecord:
@@ -118,6 +120,7 @@ class Emulator:
             self.scaler.reset()
             self.stopper.reset()
             self.run_commands.reset()
+            self.target_health.reset()
             self.faults.reset()
             self.config.reset()
             self.reseed()
