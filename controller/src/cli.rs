@@ -49,6 +49,10 @@ pub enum Command {
     /// each drain, check each archive in S3, and report what was lost (exit 1 if anything was,
     /// or an action ended by its timeout).
     Drill(DrillArgs),
+    /// Replace named instances of a group with named new ones, its scaling processes held:
+    /// the new ones in service and healthy first, the old ones drained through the terminate
+    /// hook, sizes and processes as before at the end (exit 1 if rolled back).
+    Swap(SwapArgs),
     /// The image pipeline: bake an image, move a launch template onto it once it is
     /// available, prune old versions.
     #[command(subcommand)]
@@ -273,6 +277,36 @@ pub struct DrillArgs {
     pub dry_run: bool,
 }
 
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["retire", "recover"])))]
+pub struct SwapArgs {
+    #[arg(long)]
+    pub group: String,
+    /// The instances to replace; each drains through the terminate hook.
+    #[arg(long, num_args = 1.., requires = "attach")]
+    pub retire: Vec<String>,
+    /// Running instances, in no group, to replace them with (one for each).
+    #[arg(long, num_args = 1.., requires = "retire")]
+    pub attach: Vec<String>,
+    /// Finish the swap recorded on the group, or roll it back if it had not begun retiring.
+    #[arg(long, conflicts_with_all = ["retire", "attach", "dry_run"])]
+    pub recover: bool,
+    /// Roll back if the attached instances are not in service and healthy (in every target
+    /// group too) within this many seconds.
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub healthy_timeout: u64,
+    /// Follow the retired instances out of the group this long at most (default: 300 s of
+    /// deregistration delay and a 3600 s hook).
+    #[arg(long, default_value_t = 3_900, value_parser = clap::value_parser!(u64).range(1..=172_800))]
+    pub timeout: u64,
+    /// Seconds between looks.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub poll_secs: u64,
+    /// Print the calls the swap would make instead of making them.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DrillOutput {
     Text,
@@ -348,6 +382,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Status(args) => run_status(&cli.config, &args),
         Command::Image(command) => run_image(&cli.config, command),
         Command::Drill(args) => run_drill(&cli.config, &args),
+        Command::Swap(args) => run_swap(&cli.config, &args),
         Command::Validate => {
             match crate::config::ControllerConfig::load(&cli.config, &environment()) {
                 Ok(_) => {
@@ -385,6 +420,22 @@ fn run_drill(config_path: &std::path::Path, args: &DrillArgs) -> ExitCode {
     match runtime.block_on(crate::drill::command::run(&config, args)) {
         Ok(code) => code,
         Err(error) => fail(EXIT_UNAVAILABLE, format_args!("drill: {error}")),
+    }
+}
+
+fn run_swap(config_path: &std::path::Path, args: &SwapArgs) -> ExitCode {
+    let (config, runtime) = match operator_setup(config_path) {
+        Ok(pair) => pair,
+        Err(code) => return code,
+    };
+    match runtime.block_on(crate::swap::command::run(&config, args)) {
+        Ok(code) => code,
+        Err(error) => fail(
+            EXIT_UNAVAILABLE,
+            format_args!(
+                "swap: {error}; a swap recorded on the group is finished or rolled back by `swap --recover`"
+            ),
+        ),
     }
 }
 

@@ -16,5 +16,6 @@ pub mod router;
 pub mod senders;
 pub mod service;
 pub mod status;
+pub mod swap;
 pub mod tracker;
 pub mod watch;

@@ -103,6 +103,35 @@ level = "info,lifeguard_controller=debug"
         )
     }
 
+    /// Starts an agent on each of the stage's instances, each drain one step of
+    /// `settle_secs`; `broken` ones upload to a bucket that does not exist.
+    pub async fn start_agents(&self, broken: &[&str], settle_secs: u32) -> Vec<ServiceProcess> {
+        let stage = &self.stage;
+        let mut started = Vec::new();
+        for instance_id in &stage.instances {
+            let dir = stage.path(instance_id);
+            std::fs::create_dir_all(&dir).unwrap();
+            // One drain step, so a report has a step's time to show.
+            let mut archive = format!(
+                "{}\n[[drain.steps]]\nname = \"settle\"\nrun = [\"sleep\", \"{settle_secs}\"]\n",
+                stage.archive_config()
+            );
+            if broken.contains(&instance_id.as_str()) {
+                archive = archive.replace(
+                    &format!("bucket = \"{}\"", crate::drain::BUCKET),
+                    "bucket = \"no-such-bucket\"",
+                );
+            }
+            let config = crate::agent::config_for(&stage.emulator, instance_id, &dir, &archive);
+            let agent = ServiceProcess::start_with_env(&dir, &config, &[]);
+            agent
+                .wait_for_log("lifeguard-agent watching", Duration::from_secs(60))
+                .await;
+            started.push(agent);
+        }
+        started
+    }
+
     /// Starts a controller named `name` (its replica id, config and log file names).
     pub fn start_controller(&self, name: &str, defaults: &str) -> Controller {
         let port = free_port();

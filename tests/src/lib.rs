@@ -143,6 +143,7 @@ impl Emulator {
         Clients {
             autoscaling: aws_sdk_autoscaling::Client::new(&sdk),
             ec2: aws_sdk_ec2::Client::new(&sdk),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
             sqs: aws_sdk_sqs::Client::new(&sdk),
             events: aws_sdk_eventbridge::Client::new(&sdk),
             s3: s3_client(&sdk, &settings),
@@ -303,6 +304,7 @@ fn stop(mut child: Child) {
 pub struct Clients {
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub ec2: aws_sdk_ec2::Client,
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub events: aws_sdk_eventbridge::Client,
     pub s3: aws_sdk_s3::Client,
@@ -334,3 +336,4 @@ pub mod drain;
 pub mod fleet;
 pub mod images;
 pub mod outage;
+pub mod swap;

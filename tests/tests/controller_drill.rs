@@ -9,40 +9,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Output};
-use std::time::Duration;
 
-use lifeguard_e2e::agent::{ServiceProcess, config_for, workspace_binary};
-use lifeguard_e2e::controller::{Scene, scene};
+use lifeguard_e2e::agent::workspace_binary;
+use lifeguard_e2e::controller::scene;
 use lifeguard_e2e::drain::{BUCKET, GROUP};
 use serde_json::Value;
-
-/// Starts an agent on each instance; `broken` ones upload to a bucket that does not exist.
-async fn agents(scene: &Scene, broken: &[&str]) -> Vec<ServiceProcess> {
-    let stage = &scene.stage;
-    let mut started = Vec::new();
-    for instance_id in &stage.instances {
-        let dir = stage.path(instance_id);
-        std::fs::create_dir_all(&dir).unwrap();
-        // One drain step, so the report has a step's time to show.
-        let mut archive = format!(
-            "{}\n[[drain.steps]]\nname = \"settle\"\nrun = [\"sleep\", \"1\"]\n",
-            stage.archive_config()
-        );
-        if broken.contains(&instance_id.as_str()) {
-            archive = archive.replace(
-                &format!("bucket = \"{BUCKET}\""),
-                "bucket = \"no-such-bucket\"",
-            );
-        }
-        let config = config_for(&stage.emulator, instance_id, &dir, &archive);
-        let agent = ServiceProcess::start_with_env(&dir, &config, &[]);
-        agent
-            .wait_for_log("lifeguard-agent watching", Duration::from_secs(60))
-            .await;
-        started.push(agent);
-    }
-    started
-}
 
 /// The drill command with the controller's configuration, run to its end off the runtime.
 async fn drill(config: &std::path::Path, args: &[&str]) -> Output {
@@ -79,7 +50,7 @@ async fn drill(config: &std::path::Path, args: &[&str]) -> Output {
 async fn a_drill_of_three_reports_every_instance_with_its_archive_verified() {
     let scene = scene(3, 3600, &[]).await;
     let stage = &scene.stage;
-    let _agents = agents(&scene, &[]).await;
+    let _agents = scene.start_agents(&[], 1).await;
     let controller = scene.start_controller("a", "");
     controller.wait_ready().await;
     let html = stage.path("drill.html");
@@ -142,7 +113,7 @@ async fn a_drill_whose_upload_fails_reports_the_loss_and_exits_non_zero() {
     let scene = scene(2, 3600, &[]).await;
     let stage = &scene.stage;
     let broken = stage.instances[0].clone();
-    let _agents = agents(&scene, &[&broken]).await;
+    let _agents = scene.start_agents(&[&broken], 1).await;
     let controller = scene.start_controller("a", "");
     controller.wait_ready().await;
 

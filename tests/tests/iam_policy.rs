@@ -81,6 +81,8 @@ const NO_RESOURCE_LEVEL: &[&str] = &[
     "ssm:GetCommandInvocation",
     "ssm:ListCommands",
     "ssm:ListCommandInvocations",
+    // ELBv2's Describe actions have no resource types (Service Authorization Reference).
+    "elasticloadbalancing:DescribeTargetHealth",
 ];
 
 /// Actions no SDK call names but AWS checks on the caller's credentials on its behalf: with
@@ -395,19 +397,32 @@ fn scope_problems(program: &Program) -> Vec<String> {
                         "{sid}: {action} only of lifeguard's copies (named *-lifeguard-*)"
                     ));
                 }
-                "autoscaling:CreateOrUpdateTags"
+                // The image pipeline's and the swap's records: only their own keys, only
+                // on managed groups; the swap also deletes its record.
+                "autoscaling:CreateOrUpdateTags" | "autoscaling:DeleteTags"
                     if !lifecycle_scoped(statement)
                         || !has_condition(statement, "Null", "aws:TagKeys", "false")
-                        || !has_condition(
-                            statement,
-                            "ForAllValues:StringLike",
-                            "aws:TagKeys",
-                            "lifeguard:image:*",
-                        ) =>
+                        || !["lifeguard:image:*", "lifeguard:swap:*"]
+                            .iter()
+                            .any(|keys| {
+                                has_condition(
+                                    statement,
+                                    "ForAllValues:StringLike",
+                                    "aws:TagKeys",
+                                    keys,
+                                )
+                            })
+                        || (action == "autoscaling:DeleteTags"
+                            && !has_condition(
+                                statement,
+                                "ForAllValues:StringLike",
+                                "aws:TagKeys",
+                                "lifeguard:swap:*",
+                            )) =>
                 {
                     problems.push(format!(
-                        "{sid}: {action} only as lifeguard:image:* tags on groups carrying \
-                         {MANAGED_TAG}"
+                        "{sid}: {action} only as lifeguard:image:* or (deleted too) \
+                         lifeguard:swap:* tags on groups carrying {MANAGED_TAG}"
                     ));
                 }
                 "ec2:StopInstances" | "ec2:TerminateInstances"

@@ -450,6 +450,7 @@ pub(crate) fn iam_prefix(service: &str) -> Option<&'static str> {
     Some(match service {
         "autoscaling" => "autoscaling",
         "ec2" => "ec2",
+        "elasticloadbalancingv2" => "elasticloadbalancing",
         "eventbridge" => "events",
         "s3" => "s3",
         "sqs" => "sqs",
