@@ -3,6 +3,7 @@
 //! explains messages; the image pipeline, drills and swaps build on the same model.
 
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod drill;
 pub mod explain;

@@ -14,7 +14,9 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
+use crate::commands::OperatorCommands;
 use crate::config::ControllerConfig;
+use crate::drill::aws::AwsDrill;
 use crate::fleet::AwsFleet;
 use crate::http::{self, Limits};
 use crate::image::aws::AwsImages;
@@ -23,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::queue::sqs::SqsQueue;
 use crate::queue::{ConsumerSettings, consume};
 use crate::router::Router;
+use crate::swap::aws::AwsSwap;
 use crate::tracker::Tracker;
 
 #[derive(Debug, thiserror::Error)]
@@ -177,9 +180,22 @@ pub async fn run(config: ControllerConfig) -> Result<(), ServiceError> {
             managed_groups: config.groups.names.clone(),
         },
     ));
+    let commands = Arc::new(OperatorCommands {
+        drill: AwsDrill::new(
+            &sdk,
+            &config.aws_settings(),
+            AwsFleet::new(&sdk, &config.agentless.document),
+        ),
+        swap: AwsSwap::new(&sdk, AwsFleet::new(&sdk, &config.agentless.document)),
+        config: config.clone(),
+        replica: replica.clone(),
+        shutdown: shutdown.clone(),
+        settle: Duration::from_secs(2),
+    });
     let router = Arc::new(Router {
         tracker: tracker.clone(),
         images: images.clone(),
+        commands,
     });
     let consumer = {
         let shutdown = shutdown.clone();

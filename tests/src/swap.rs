@@ -8,8 +8,12 @@ use std::process::{Child, Command, Output, Stdio};
 
 use aws_sdk_elasticloadbalancingv2::types::{ProtocolEnum, TargetTypeEnum};
 
+use serde_json::{Value, json};
+
 use crate::Clients;
+use crate::agent::ServiceProcess;
 use crate::agent::workspace_binary;
+use crate::controller::{Controller, Scene, scene};
 use crate::drain::GROUP;
 
 /// `count` running instances in no group, from `template_id`.
@@ -206,3 +210,100 @@ pub const MUTATING: [(&str, &str); 8] = [
     ("autoscaling", "DetachInstances"),
     ("autoscaling", "TerminateInstanceInAutoScalingGroup"),
 ];
+
+/// A swap's stage: see [`setting`].
+pub struct SwapScene {
+    pub scene: Scene,
+    pub controller: Controller,
+    /// Kept running for the scene's life.
+    pub agents: Vec<ServiceProcess>,
+    pub old: Vec<String>,
+    pub new: Vec<String>,
+    pub before: GroupState,
+}
+
+/// A group of two at min 1, max 2 (no room to attach without raising the maximum), in a
+/// target group, `suspended` beforehand; agents whose drains take `settle_secs`; two new
+/// instances outside the group.
+pub async fn setting(suspended: &[&str], settle_secs: u32) -> SwapScene {
+    let scene = scene(2, 3600, &[]).await;
+    let agents = scene.start_agents(&[], settle_secs).await;
+    let controller = scene.start_controller("a", "");
+    controller.wait_ready().await;
+    let clients = &scene.stage.clients;
+    clients
+        .autoscaling
+        .update_auto_scaling_group()
+        .auto_scaling_group_name(GROUP)
+        .min_size(1)
+        .max_size(2)
+        .send()
+        .await
+        .unwrap();
+    target_group(clients).await;
+    if !suspended.is_empty() {
+        suspend(clients, suspended).await;
+    }
+    let template = group_template(clients).await;
+    let new = standalone_instances(clients, &template, 2).await;
+    let before = group_state(clients).await;
+    SwapScene {
+        old: scene.stage.instances.clone(),
+        new,
+        before,
+        controller,
+        agents,
+        scene,
+    }
+}
+
+impl SwapScene {
+    pub fn args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["--retire"];
+        args.extend(self.old.iter().map(String::as_str));
+        args.push("--attach");
+        args.extend(self.new.iter().map(String::as_str));
+        args.extend(extra);
+        args
+    }
+
+    pub async fn state(&self) -> GroupState {
+        group_state(&self.scene.stage.clients).await
+    }
+
+    /// Sizes, suspended processes and tags as before the swap, `members` in service.
+    pub async fn assert_as_before_with(&self, members: &[String]) {
+        let after = self.state().await;
+        assert_eq!(after.sizes, self.before.sizes);
+        assert_eq!(after.suspended, self.before.suspended);
+        assert_eq!(after.tags, self.before.tags);
+        let expected: Vec<(String, String)> = members
+            .iter()
+            .map(|id| (id.clone(), "InService".to_string()))
+            .collect();
+        assert_eq!(after.members, expected);
+    }
+
+    pub async fn calls(&self, action: &str, instance_id: Option<&str>) -> Vec<Value> {
+        self.scene
+            .stage
+            .emulator
+            .calls("autoscaling", action, instance_id)
+            .await
+    }
+
+    pub async fn stage_tag(&self) -> Option<String> {
+        self.state().await.tags.get("lifeguard:swap:stage").cloned()
+    }
+
+    pub async fn make_unhealthy(&self, instance_id: &str) {
+        self.scene
+            .stage
+            .emulator
+            .control_post(
+                "target-health",
+                json!({"instance_id": instance_id, "state": "unhealthy"}),
+            )
+            .await;
+    }
+}

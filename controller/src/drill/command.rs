@@ -89,7 +89,7 @@ fn refuse(why: &str) -> ExitCode {
 }
 
 /// The bucket the group's archives go to, as the controller's policy for it says.
-async fn bucket_of<A: DrillApi>(
+pub(crate) async fn bucket_of<A: DrillApi>(
     api: &A,
     config: &ControllerConfig,
     group: &str,

@@ -37,6 +37,8 @@ pub enum Drilled {
 /// One line per instance, rewritten in place on a terminal; elsewhere a line whenever an
 /// instance's phase changes.
 pub struct Live {
+    /// The service logs the report instead: nothing is drawn.
+    silent: bool,
     terminal: bool,
     drawn: usize,
     last: Vec<Phase>,
@@ -45,13 +47,25 @@ pub struct Live {
 impl Live {
     pub fn new() -> Self {
         Live {
+            silent: false,
             terminal: std::io::stderr().is_terminal(),
             drawn: 0,
             last: Vec::new(),
         }
     }
 
+    /// Draws nothing (the controller service).
+    pub fn silent() -> Self {
+        Live {
+            silent: true,
+            ..Live::new()
+        }
+    }
+
     fn show(&mut self, timelines: &[Timeline], now: OffsetDateTime) {
+        if self.silent {
+            return;
+        }
         let line = |t: &Timeline| {
             format!(
                 "{:<20} {:<16} {:>6.0}s",
