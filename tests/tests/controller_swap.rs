@@ -41,6 +41,9 @@ async fn a_swap_brings_the_new_in_before_the_old_drain_out_and_ends_as_it_began(
     let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("swapped"), "{stdout}");
+    // Kept for a look after the run (the README's example comes from such a run).
+    let kept = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("swap-run.txt");
+    std::fs::write(&kept, format!("{stderr}{stdout}")).unwrap();
 
     // The group ends with the new instances and exactly its sizes, tags and processes.
     swap_.assert_as_before_with(&swap_.new).await;
