@@ -44,6 +44,92 @@ pub struct ControllerConfig {
     pub log: LogConfig,
     #[serde(default)]
     pub images: ImagesConfig,
+    #[serde(default)]
+    pub pacing: PacingConfig,
+}
+
+/// Client-side token buckets (see `pace.rs`): EC2's published figures, and for Auto Scaling,
+/// which publishes none, EC2's mutating figures.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PacingConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Every Amazon EC2 Auto Scaling API shares one bucket per account and Region.
+    #[serde(default = "default_write_burst")]
+    pub autoscaling_burst: u32,
+    #[serde(default = "default_write_per_sec")]
+    pub autoscaling_per_sec: f64,
+    /// EC2's non-mutating actions (`DescribeTags`, `DescribeInstances`): 100, 20 a second.
+    #[serde(default = "default_read_burst")]
+    pub ec2_read_burst: u32,
+    #[serde(default = "default_read_per_sec")]
+    pub ec2_read_per_sec: f64,
+    /// EC2's mutating actions (`CreateTags`): 50, 5 a second.
+    #[serde(default = "default_write_burst")]
+    pub ec2_write_burst: u32,
+    #[serde(default = "default_write_per_sec")]
+    pub ec2_write_per_sec: f64,
+}
+
+fn default_read_burst() -> u32 {
+    100
+}
+fn default_read_per_sec() -> f64 {
+    20.0
+}
+fn default_write_burst() -> u32 {
+    50
+}
+fn default_write_per_sec() -> f64 {
+    5.0
+}
+
+impl Default for PacingConfig {
+    fn default() -> Self {
+        PacingConfig {
+            enabled: true,
+            autoscaling_burst: default_write_burst(),
+            autoscaling_per_sec: default_write_per_sec(),
+            ec2_read_burst: default_read_burst(),
+            ec2_read_per_sec: default_read_per_sec(),
+            ec2_write_burst: default_write_burst(),
+            ec2_write_per_sec: default_write_per_sec(),
+        }
+    }
+}
+
+impl PacingConfig {
+    /// The pacer's rates by bucket (`pace::AUTOSCALING`, ...); none when disabled.
+    pub fn rates(&self) -> std::collections::HashMap<&'static str, crate::pace::Rate> {
+        use crate::pace::{AUTOSCALING, EC2_READS, EC2_WRITES, Rate};
+        if !self.enabled {
+            return std::collections::HashMap::new();
+        }
+        std::collections::HashMap::from([
+            (
+                AUTOSCALING,
+                Rate {
+                    burst: f64::from(self.autoscaling_burst),
+                    per_sec: self.autoscaling_per_sec,
+                },
+            ),
+            (
+                EC2_READS,
+                Rate {
+                    burst: f64::from(self.ec2_read_burst),
+                    per_sec: self.ec2_read_per_sec,
+                },
+            ),
+            (
+                EC2_WRITES,
+                Rate {
+                    burst: f64::from(self.ec2_write_burst),
+                    per_sec: self.ec2_write_per_sec,
+                },
+            ),
+        ])
+    }
 }
 
 /// Who may send what: any instance can send to the queue, so the queue's word is not enough.
@@ -386,6 +472,32 @@ impl ControllerConfig {
                 "groups",
                 "neither a tag nor names: no group would be managed".into(),
             ));
+        }
+        let pacing = &self.pacing;
+        for (key, burst, per_sec) in [
+            (
+                "pacing.autoscaling",
+                pacing.autoscaling_burst,
+                pacing.autoscaling_per_sec,
+            ),
+            (
+                "pacing.ec2_read",
+                pacing.ec2_read_burst,
+                pacing.ec2_read_per_sec,
+            ),
+            (
+                "pacing.ec2_write",
+                pacing.ec2_write_burst,
+                pacing.ec2_write_per_sec,
+            ),
+        ] {
+            // A rate of zero would wait forever; NaN or infinity is not a rate.
+            if !(1..=100_000).contains(&burst) || !(0.01..=100_000.0).contains(&per_sec) {
+                return Err(invalid(
+                    key,
+                    "burst from 1 to 100000 and per_sec from 0.01 to 100000".into(),
+                ));
+            }
         }
         if self.reconcile.interval_secs == 0 {
             return Err(invalid(

@@ -11,6 +11,7 @@ use lifeguard_common::message::Transition;
 use crate::marks::Marks;
 
 mod aws;
+mod coalesce;
 pub(crate) use aws::{fleet_error, group_tags};
 
 pub use aws::AwsFleet;
@@ -161,7 +162,7 @@ pub fn is_instance_id(id: &str) -> bool {
     })
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{operation} {subject}: {message}")]
 pub struct FleetError {
     pub operation: &'static str,

@@ -12,6 +12,7 @@ pub mod http;
 pub mod image;
 pub mod marks;
 pub mod metrics;
+pub mod pace;
 pub mod queue;
 pub mod router;
 pub mod senders;

@@ -22,6 +22,7 @@ use crate::http::{self, Limits};
 use crate::image::aws::AwsImages;
 use crate::image::service::{ImageService, Triggers};
 use crate::metrics::Metrics;
+use crate::pace::Pacer;
 use crate::queue::sqs::SqsQueue;
 use crate::queue::{ConsumerSettings, consume};
 use crate::router::Router;
@@ -148,7 +149,11 @@ pub async fn run(config: ControllerConfig) -> Result<(), ServiceError> {
             })?;
 
     let sdk = lifeguard_common::aws::sdk_config(&config.aws_settings(), None).await;
-    let fleet = Arc::new(AwsFleet::new(&sdk, &config.agentless.document));
+    // One pacer for every call of this replica: the buckets are the account's.
+    let pacer = Arc::new(Pacer::new(config.pacing.rates()));
+    let document = config.agentless.document.clone();
+    let paced_fleet = || AwsFleet::paced(&sdk, &document, pacer.clone());
+    let fleet = Arc::new(paced_fleet());
     // Validation guarantees a queue URL; an empty one fails the first receive loudly.
     let url = config.queue.url.clone().unwrap_or_default();
     let queue = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), url.clone()));
@@ -181,12 +186,8 @@ pub async fn run(config: ControllerConfig) -> Result<(), ServiceError> {
         },
     ));
     let commands = Arc::new(OperatorCommands {
-        drill: AwsDrill::new(
-            &sdk,
-            &config.aws_settings(),
-            AwsFleet::new(&sdk, &config.agentless.document),
-        ),
-        swap: AwsSwap::new(&sdk, AwsFleet::new(&sdk, &config.agentless.document)),
+        drill: AwsDrill::new(&sdk, &config.aws_settings(), paced_fleet()),
+        swap: AwsSwap::new(&sdk, paced_fleet()),
         config: config.clone(),
         replica: replica.clone(),
         shutdown: shutdown.clone(),

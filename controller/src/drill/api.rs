@@ -28,8 +28,10 @@ pub trait DrillApi: Send + Sync {
         decrement: bool,
     ) -> impl Future<Output = Result<(), FleetError>> + Send;
 
+    /// The instances of `instance_ids` as they stand in `group`.
     fn look(
         &self,
+        group: &str,
         instance_ids: &[String],
     ) -> impl Future<Output = Result<HashMap<String, Look>, FleetError>> + Send;
 

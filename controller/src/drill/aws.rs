@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use super::api::{DrillApi, Look};
 use super::plan::{DrillGroup, Member};
 use super::verify::{ArchiveCheck, verify_archives};
-use crate::fleet::{AwsFleet, Fleet, FleetError, fleet_error, group_tags};
+use crate::fleet::{AwsFleet, DESCRIBE_BATCH, Fleet, FleetError, fleet_error, group_tags};
 
 pub struct AwsDrill {
     fleet: AwsFleet,
@@ -29,6 +29,7 @@ impl AwsDrill {
 
 impl DrillApi for AwsDrill {
     async fn group(&self, name: &str) -> Result<Option<DrillGroup>, FleetError> {
+        self.fleet.pace(crate::pace::AUTOSCALING).await;
         let autoscaling: &aws_sdk_autoscaling::Client = &self.autoscaling;
         let answer = autoscaling
             .describe_auto_scaling_groups()
@@ -56,6 +57,7 @@ impl DrillApi for AwsDrill {
     }
 
     async fn terminate(&self, instance_id: &str, decrement: bool) -> Result<(), FleetError> {
+        self.fleet.pace(crate::pace::AUTOSCALING).await;
         let autoscaling: &aws_sdk_autoscaling::Client = &self.autoscaling;
         autoscaling
             .terminate_instance_in_auto_scaling_group()
@@ -67,14 +69,37 @@ impl DrillApi for AwsDrill {
         Ok(())
     }
 
-    async fn look(&self, instance_ids: &[String]) -> Result<HashMap<String, Look>, FleetError> {
-        let states = self.fleet.states(instance_ids).await?;
+    async fn look(
+        &self,
+        group: &str,
+        instance_ids: &[String],
+    ) -> Result<HashMap<String, Look>, FleetError> {
+        // Past one DescribeAutoScalingInstances call's worth, the group's own description lists
+        // every member's state in one call (an instance not in it has left).
+        let states: HashMap<String, String> = if instance_ids.len() > DESCRIBE_BATCH {
+            self.group(group)
+                .await?
+                .map(|g| {
+                    g.members
+                        .into_iter()
+                        .map(|m| (m.id, m.lifecycle_state))
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else {
+            self.fleet
+                .states(instance_ids)
+                .await?
+                .into_iter()
+                .map(|(id, s)| (id, s.lifecycle_state))
+                .collect()
+        };
         let mut marks = self.fleet.marks(instance_ids).await?;
         Ok(instance_ids
             .iter()
             .map(|id| {
                 let look = Look {
-                    state: states.get(id).map(|s| s.lifecycle_state.clone()),
+                    state: states.get(id).cloned(),
                     marks: marks.remove(id),
                 };
                 (id.clone(), look)

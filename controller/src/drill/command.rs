@@ -24,7 +24,11 @@ pub async fn run(config: &ControllerConfig, args: &DrillArgs) -> Result<ExitCode
     let api = AwsDrill::new(
         &sdk,
         &settings,
-        AwsFleet::new(&sdk, &config.agentless.document),
+        AwsFleet::paced(
+            &sdk,
+            &config.agentless.document,
+            std::sync::Arc::new(crate::pace::Pacer::new(config.pacing.rates())),
+        ),
     );
     let bucket = match &args.bucket {
         Some(bucket) => bucket.clone(),

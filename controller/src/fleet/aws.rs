@@ -8,7 +8,12 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use lifeguard_common::aws::is_transient;
+use std::sync::Arc;
+
 use lifeguard_common::lifecycle::AwsAutoScaling;
+
+use super::coalesce::Coalescer;
+use crate::pace::{AUTOSCALING, EC2_READS, EC2_WRITES, PacedAutoScaling, Pacer};
 use lifeguard_common::message::Transition;
 
 use super::{
@@ -19,6 +24,9 @@ use crate::marks::{self, Marks};
 
 /// The tag Auto Scaling puts on every instance of a group.
 const GROUP_NAME_TAG: &str = "aws:autoscaling:groupName";
+/// How long a call about one instance waits for others to join it: short beside any wait of
+/// a drain, long enough for a burst of events handled at once.
+const COALESCE_WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
 /// `DescribeTags` takes up to 200 values per filter.
 const TAG_FILTER_BATCH: usize = 200;
 
@@ -26,21 +34,147 @@ pub struct AwsFleet {
     autoscaling: aws_sdk_autoscaling::Client,
     ec2: aws_sdk_ec2::Client,
     ssm: aws_sdk_ssm::Client,
-    lifecycle: AwsAutoScaling,
+    lifecycle: PacedAutoScaling<AwsAutoScaling>,
+    pacer: Arc<Pacer>,
+    state_reads: Coalescer<(), HashMap<String, InstanceState>>,
+    mark_reads: Coalescer<(), HashMap<String, Marks>>,
+    mark_writes: Coalescer<Vec<(&'static str, String)>, ()>,
     /// The SSM command document agentless archives run through.
     archive_document: String,
 }
 
 impl AwsFleet {
     pub fn new(sdk: &aws_config::SdkConfig, archive_document: &str) -> Self {
+        Self::paced(sdk, archive_document, Arc::new(Pacer::unpaced()))
+    }
+
+    /// Waits for a token of `bucket`, for a call made beside the fleet's own.
+    pub async fn pace(&self, bucket: &'static str) {
+        self.pacer.pace(bucket).await;
+    }
+
+    /// Every Auto Scaling and EC2 call waits for a token of its bucket in `pacer`.
+    pub fn paced(sdk: &aws_config::SdkConfig, archive_document: &str, pacer: Arc<Pacer>) -> Self {
         let autoscaling = aws_sdk_autoscaling::Client::new(sdk);
         AwsFleet {
-            lifecycle: AwsAutoScaling::new(autoscaling.clone()),
+            lifecycle: PacedAutoScaling {
+                inner: AwsAutoScaling::new(autoscaling.clone()),
+                pacer: pacer.clone(),
+            },
+            pacer,
+            state_reads: Coalescer::new(COALESCE_WINDOW, DESCRIBE_BATCH),
+            mark_reads: Coalescer::new(COALESCE_WINDOW, TAG_FILTER_BATCH),
+            mark_writes: Coalescer::new(COALESCE_WINDOW, 1000),
             autoscaling,
             ec2: aws_sdk_ec2::Client::new(sdk),
             ssm: aws_sdk_ssm::Client::new(sdk),
             archive_document: archive_document.to_string(),
         }
+    }
+
+    async fn describe_states(
+        &self,
+        instance_ids: &[String],
+    ) -> Result<HashMap<String, InstanceState>, FleetError> {
+        let mut states = HashMap::new();
+        for chunk in instance_ids.chunks(DESCRIBE_BATCH) {
+            self.pacer.pace(AUTOSCALING).await;
+            let answer = self
+                .autoscaling
+                .describe_auto_scaling_instances()
+                .set_instance_ids(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| {
+                    fleet_error("DescribeAutoScalingInstances", &ids_subject(chunk), &e)
+                })?;
+            for instance in answer.auto_scaling_instances() {
+                if let Some(id) = instance.instance_id() {
+                    states.insert(
+                        id.to_string(),
+                        InstanceState {
+                            asg: instance
+                                .auto_scaling_group_name()
+                                .unwrap_or_default()
+                                .to_string(),
+                            lifecycle_state: instance
+                                .lifecycle_state()
+                                .unwrap_or_default()
+                                .to_string(),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(states)
+    }
+
+    async fn describe_marks(
+        &self,
+        instance_ids: &[String],
+    ) -> Result<HashMap<String, Marks>, FleetError> {
+        let mut tags: HashMap<String, HashMap<String, String>> = HashMap::new();
+        for chunk in instance_ids.chunks(TAG_FILTER_BATCH) {
+            let mut next: Option<String> = None;
+            loop {
+                self.pacer.pace(EC2_READS).await;
+                let page = self
+                    .ec2
+                    .describe_tags()
+                    .filters(
+                        Filter::builder()
+                            .name("resource-id")
+                            .set_values(Some(chunk.to_vec()))
+                            .build(),
+                    )
+                    .filters(
+                        Filter::builder()
+                            .name("key")
+                            .set_values(Some(marks::ALL.iter().map(|k| k.to_string()).collect()))
+                            .build(),
+                    )
+                    .set_next_token(next.take())
+                    .send()
+                    .await
+                    .map_err(|e| fleet_error("DescribeTags", &ids_subject(chunk), &e))?;
+                for tag in page.tags() {
+                    if let (Some(id), Some(key), Some(value)) =
+                        (tag.resource_id(), tag.key(), tag.value())
+                    {
+                        tags.entry(id.to_string())
+                            .or_default()
+                            .insert(key.to_string(), value.to_string());
+                    }
+                }
+                next = page.next_token().map(str::to_string);
+                if next.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(tags
+            .into_iter()
+            .map(|(id, tags)| (id, Marks::from_tags(&tags)))
+            .collect())
+    }
+
+    /// `CreateTags` takes up to 1000 resources a call.
+    async fn create_tags(
+        &self,
+        instance_ids: &[String],
+        tags: &[(&'static str, String)],
+    ) -> Result<(), FleetError> {
+        for chunk in instance_ids.chunks(1000) {
+            let mut call = self.ec2.create_tags().set_resources(Some(chunk.to_vec()));
+            for (key, value) in tags {
+                call = call.tags(Tag::builder().key(*key).value(value).build());
+            }
+            self.pacer.pace(EC2_WRITES).await;
+            call.send()
+                .await
+                .map_err(|e| fleet_error("CreateTags", &ids_subject(chunk), &e))?;
+        }
+        Ok(())
     }
 
     async fn describe_groups(
@@ -70,6 +204,7 @@ impl AwsFleet {
             for name in names {
                 call = call.auto_scaling_group_names(name);
             }
+            self.pacer.pace(AUTOSCALING).await;
             let page = call
                 .send()
                 .await
@@ -160,9 +295,9 @@ fn ids_subject(ids: &[String]) -> String {
 }
 
 impl Fleet for AwsFleet {
-    type Lifecycle = AwsAutoScaling;
+    type Lifecycle = PacedAutoScaling<AwsAutoScaling>;
 
-    fn lifecycle(&self) -> &AwsAutoScaling {
+    fn lifecycle(&self) -> &PacedAutoScaling<AwsAutoScaling> {
         &self.lifecycle
     }
     async fn groups(&self, tag: &str, names: &[String]) -> Result<Vec<GroupView>, FleetError> {
@@ -195,96 +330,54 @@ impl Fleet for AwsFleet {
         &self,
         instance_ids: &[String],
     ) -> Result<HashMap<String, InstanceState>, FleetError> {
-        let mut states = HashMap::new();
-        for chunk in instance_ids.chunks(DESCRIBE_BATCH) {
-            let answer = self
-                .autoscaling
-                .describe_auto_scaling_instances()
-                .set_instance_ids(Some(chunk.to_vec()))
-                .send()
-                .await
-                .map_err(|e| {
-                    fleet_error("DescribeAutoScalingInstances", &ids_subject(chunk), &e)
-                })?;
-            for instance in answer.auto_scaling_instances() {
-                if let Some(id) = instance.instance_id() {
-                    states.insert(
-                        id.to_string(),
-                        InstanceState {
-                            asg: instance
-                                .auto_scaling_group_name()
-                                .unwrap_or_default()
-                                .to_string(),
-                            lifecycle_state: instance
-                                .lifecycle_state()
-                                .unwrap_or_default()
-                                .to_string(),
-                        },
-                    );
-                }
-            }
-        }
-        Ok(states)
-    }
-
-    async fn marks(&self, instance_ids: &[String]) -> Result<HashMap<String, Marks>, FleetError> {
-        let mut tags: HashMap<String, HashMap<String, String>> = HashMap::new();
-        for chunk in instance_ids.chunks(TAG_FILTER_BATCH) {
-            let mut next: Option<String> = None;
-            loop {
-                let page = self
-                    .ec2
-                    .describe_tags()
-                    .filters(
-                        Filter::builder()
-                            .name("resource-id")
-                            .set_values(Some(chunk.to_vec()))
-                            .build(),
-                    )
-                    .filters(
-                        Filter::builder()
-                            .name("key")
-                            .set_values(Some(marks::ALL.iter().map(|k| k.to_string()).collect()))
-                            .build(),
-                    )
-                    .set_next_token(next.take())
-                    .send()
-                    .await
-                    .map_err(|e| fleet_error("DescribeTags", &ids_subject(chunk), &e))?;
-                for tag in page.tags() {
-                    if let (Some(id), Some(key), Some(value)) =
-                        (tag.resource_id(), tag.key(), tag.value())
-                    {
-                        tags.entry(id.to_string())
-                            .or_default()
-                            .insert(key.to_string(), value.to_string());
-                    }
-                }
-                next = page.next_token().map(str::to_string);
-                if next.is_none() {
-                    break;
-                }
-            }
-        }
-        Ok(tags
+        let [id] = instance_ids else {
+            return self.describe_states(instance_ids).await;
+        };
+        let answer = self
+            .state_reads
+            .call((), id.clone(), |ids| async move {
+                self.describe_states(&ids).await
+            })
+            .await;
+        let states = answer.as_ref().as_ref().map_err(Clone::clone)?;
+        Ok(states
+            .get(id)
+            .map(|s| (id.clone(), s.clone()))
             .into_iter()
-            .map(|(id, tags)| (id, Marks::from_tags(&tags)))
             .collect())
     }
 
+    async fn marks(&self, instance_ids: &[String]) -> Result<HashMap<String, Marks>, FleetError> {
+        let [id] = instance_ids else {
+            return self.describe_marks(instance_ids).await;
+        };
+        let answer = self
+            .mark_reads
+            .call((), id.clone(), |ids| async move {
+                self.describe_marks(&ids).await
+            })
+            .await;
+        let marks = answer.as_ref().as_ref().map_err(Clone::clone)?;
+        Ok(marks
+            .get(id)
+            .map(|m| (id.clone(), m.clone()))
+            .into_iter()
+            .collect())
+    }
+
+    /// Marks of one value written at once on many instances become one `CreateTags`.
     async fn set_marks(
         &self,
         instance_id: &str,
         tags: &[(&'static str, String)],
     ) -> Result<(), FleetError> {
-        let mut call = self.ec2.create_tags().resources(instance_id);
-        for (key, value) in tags {
-            call = call.tags(Tag::builder().key(*key).value(value).build());
-        }
-        call.send()
-            .await
-            .map_err(|e| fleet_error("CreateTags", instance_id, &e))?;
-        Ok(())
+        let answer = self
+            .mark_writes
+            .call(tags.to_vec(), instance_id.to_string(), |ids| async move {
+                self.create_tags(&ids, tags).await
+            })
+            .await;
+        answer.as_ref().clone()
     }
 
     async fn start_archive(
@@ -391,6 +484,7 @@ impl Fleet for AwsFleet {
                         .build(),
                 );
             }
+            self.pacer.pace(EC2_READS).await;
             let page = call
                 .send()
                 .await
