@@ -250,3 +250,23 @@ fn the_images_table_is_checked_and_defaults_to_latest() {
         assert!(error.contains(key), "{bad}: {error}");
     }
 }
+
+#[test]
+fn pacing_takes_aws_figures_and_refuses_rates_that_would_stall() {
+    let config = parse(MINIMAL).unwrap();
+    let rates = config.pacing.rates();
+    assert_eq!(rates[crate::pace::EC2_READS], crate::pace::EC2_READ);
+    assert_eq!(rates[crate::pace::EC2_WRITES], crate::pace::EC2_WRITE);
+    assert_eq!(rates[crate::pace::AUTOSCALING], crate::pace::EC2_WRITE);
+    let off = parse(&format!("{MINIMAL}[pacing]\nenabled = false\n")).unwrap();
+    assert!(off.pacing.rates().is_empty());
+    for bad in [
+        "autoscaling_per_sec = 0.0",
+        "ec2_read_burst = 0",
+        "ec2_write_per_sec = nan",
+        "autoscaling_per_sec = inf",
+    ] {
+        let error = parse(&format!("{MINIMAL}[pacing]\n{bad}\n")).unwrap_err();
+        assert!(error.contains("pacing."), "{bad}: {error}");
+    }
+}
