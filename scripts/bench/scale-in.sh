@@ -7,7 +7,8 @@
 #
 #   scripts/bench/scale-in.sh [N] [--json]
 #
-# N (default 500) is the group's size. HEARTBEAT_SECS (default 300) is the hook's heartbeat
+# N (default 500) is the group's size. PACING=false turns the controller's client-side token
+# buckets off (default: on, at the configuration's defaults). HEARTBEAT_SECS (default 300) is the hook's heartbeat
 # timeout (default result ABANDON), GRACE_SECS (default 10) the controller's agent_grace_secs.
 # --json prints the results as one JSON object on stdout (the report then goes to stderr).
 # LIFEGUARD_CONTROLLER_BIN selects another controller build; without it the release build at
@@ -201,6 +202,9 @@ heartbeat_while_waiting = true
 
 [reconcile]
 interval_secs = 30
+
+[pacing]
+enabled = ${PACING:-true}
 
 [http]
 listen = "127.0.0.1:$http_port"

@@ -385,6 +385,11 @@ impl<F: Fleet> Tracker<F> {
                     by: EndedBy::Controller,
                     at,
                 };
+                // Counted when it happened; the mark may wait a moment to be written with others.
+                if fallback {
+                    self.metrics.fallbacks.inc();
+                }
+                self.metrics.record_outcome(&outcome, Some(at - w.began_at));
                 // Whoever's call ended the action is who the outcome names.
                 if let Err(error) = self
                     .fleet
@@ -393,10 +398,6 @@ impl<F: Fleet> Tracker<F> {
                 {
                     tracing::warn!(%error, "outcome not marked");
                 }
-                if fallback {
-                    self.metrics.fallbacks.inc();
-                }
-                self.metrics.record_outcome(&outcome, Some(at - w.began_at));
                 entry.watch.takeover = Takeover::Completed { result };
                 self.forget(&entry.watch.instance_id);
             }
