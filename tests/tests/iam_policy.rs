@@ -93,6 +93,8 @@ const NO_RESOURCE_LEVEL: &[&str] = &[
 const ON_BEHALF: &[(&str, &str)] = &[
     ("kms:GenerateDataKey", "s3:PutObject"),
     ("kms:Decrypt", "s3:PutObject"),
+    // A drill reading an SSE-KMS archive back: S3 decrypts it with the reader's credentials.
+    ("kms:Decrypt", "s3:GetObject"),
     // "ec2:RunInstances [is] checked when an Auto Scaling group is created or updated using a
     // launch template", and iam:PassRole when the template names an instance profile (Auto
     // Scaling User Guide, "Amazon EC2 Auto Scaling API permissions").

@@ -165,7 +165,7 @@ impl AwsFleet {
     }
 
     /// `CreateTags` takes up to 1000 resources a call.
-    async fn create_tags(
+    async fn tag_instances(
         &self,
         instance_ids: &[String],
         tags: &[(&'static str, String)],
@@ -386,7 +386,7 @@ impl Fleet for AwsFleet {
         };
         let answer = writes
             .call(tags.to_vec(), instance_id.to_string(), |ids| async move {
-                self.create_tags(&ids, tags).await
+                self.tag_instances(&ids, tags).await
             })
             .await;
         answer.as_ref().clone()
