@@ -27,10 +27,6 @@ const GROUP_NAME_TAG: &str = "aws:autoscaling:groupName";
 /// How long a call about one instance waits for others to join it: short beside any wait of
 /// a drain, long enough for a burst of events handled at once.
 const COALESCE_WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
-/// An outcome's: outcomes of one second share a value, and Auto Scaling's pace spaces
-/// completions 200 ms apart. The writer holds one of the round's parallel slots meanwhile, so
-/// the window also bounds the completions a round makes a second (16 slots / 0.25 s).
-const OUTCOME_WINDOW: std::time::Duration = std::time::Duration::from_millis(250);
 /// `DescribeTags` takes up to 200 values per filter.
 const TAG_FILTER_BATCH: usize = 200;
 
@@ -43,7 +39,6 @@ pub struct AwsFleet {
     state_reads: Coalescer<(), HashMap<String, InstanceState>>,
     mark_reads: Coalescer<(), HashMap<String, Marks>>,
     mark_writes: Coalescer<Vec<(&'static str, String)>, ()>,
-    outcome_writes: Coalescer<Vec<(&'static str, String)>, ()>,
     /// The SSM command document agentless archives run through.
     archive_document: String,
 }
@@ -70,7 +65,6 @@ impl AwsFleet {
             state_reads: Coalescer::new(COALESCE_WINDOW, DESCRIBE_BATCH),
             mark_reads: Coalescer::new(COALESCE_WINDOW, TAG_FILTER_BATCH),
             mark_writes: Coalescer::new(COALESCE_WINDOW, 1000),
-            outcome_writes: Coalescer::new(OUTCOME_WINDOW, 1000),
             autoscaling,
             ec2: aws_sdk_ec2::Client::new(sdk),
             ssm: aws_sdk_ssm::Client::new(sdk),
@@ -377,14 +371,8 @@ impl Fleet for AwsFleet {
         instance_id: &str,
         tags: &[(&'static str, String)],
     ) -> Result<(), FleetError> {
-        // Nothing waits on an outcome (the action is over): it waits longer for company, since
-        // completions come one at a time at Auto Scaling's pace.
-        let writes = if tags.iter().all(|(key, _)| *key == marks::OUTCOME) {
-            &self.outcome_writes
-        } else {
-            &self.mark_writes
-        };
-        let answer = writes
+        let answer = self
+            .mark_writes
             .call(tags.to_vec(), instance_id.to_string(), |ids| async move {
                 self.tag_instances(&ids, tags).await
             })
