@@ -57,16 +57,7 @@ impl DrillApi for AwsDrill {
     }
 
     async fn terminate(&self, instance_id: &str, decrement: bool) -> Result<(), FleetError> {
-        self.fleet.pace(crate::pace::AUTOSCALING).await;
-        let autoscaling: &aws_sdk_autoscaling::Client = &self.autoscaling;
-        autoscaling
-            .terminate_instance_in_auto_scaling_group()
-            .instance_id(instance_id)
-            .should_decrement_desired_capacity(decrement)
-            .send()
-            .await
-            .map_err(|e| fleet_error("TerminateInstanceInAutoScalingGroup", instance_id, &e))?;
-        Ok(())
+        self.fleet.terminate_in_group(instance_id, decrement).await
     }
 
     async fn look(

@@ -53,6 +53,24 @@ impl AwsFleet {
         self.pacer.pace(bucket).await;
     }
 
+    /// Terminates an instance through its group, so the terminate hooks hold it while it
+    /// drains (a drill's and a swap's way out), paced on Auto Scaling's bucket.
+    pub async fn terminate_in_group(
+        &self,
+        instance_id: &str,
+        decrement: bool,
+    ) -> Result<(), FleetError> {
+        self.pacer.pace(AUTOSCALING).await;
+        self.autoscaling
+            .terminate_instance_in_auto_scaling_group()
+            .instance_id(instance_id)
+            .should_decrement_desired_capacity(decrement)
+            .send()
+            .await
+            .map_err(|e| fleet_error("TerminateInstanceInAutoScalingGroup", instance_id, &e))?;
+        Ok(())
+    }
+
     /// Every Auto Scaling and EC2 call waits for a token of its bucket in `pacer`.
     pub fn paced(sdk: &aws_config::SdkConfig, archive_document: &str, pacer: Arc<Pacer>) -> Self {
         let autoscaling = aws_sdk_autoscaling::Client::new(sdk);

@@ -219,14 +219,7 @@ impl SwapApi for AwsSwap {
     }
 
     async fn terminate(&self, instance_id: &str) -> Result<(), FleetError> {
-        self.autoscaling
-            .terminate_instance_in_auto_scaling_group()
-            .instance_id(instance_id)
-            .should_decrement_desired_capacity(true)
-            .send()
-            .await
-            .map_err(|e| fleet_error("TerminateInstanceInAutoScalingGroup", instance_id, &e))?;
-        Ok(())
+        self.fleet.terminate_in_group(instance_id, true).await
     }
 
     async fn target_health(
