@@ -798,3 +798,34 @@ fn scanner_attributes_calls_to_their_clients() {
     assert_eq!(scan.unresolved.len(), 1, "{:?}", scan.unresolved);
     assert!(scan.unresolved[0].contains("put_object"));
 }
+
+/// A drill reads back what agents wrote: every key the agent may encrypt archives with, the
+/// controller may decrypt with, through S3 only (S3 decrypts an SSE-KMS object with the
+/// reader's credentials).
+#[test]
+fn the_controller_can_decrypt_every_archive_key_the_agent_encrypts_with() {
+    let agent = load_policy(&AGENT);
+    let controller = load_policy(&CONTROLLER);
+    let keys: Vec<&String> = agent
+        .iter()
+        .filter(|s| s.actions.iter().any(|a| a == "kms:GenerateDataKey"))
+        .flat_map(|s| &s.resources)
+        .collect();
+    assert!(!keys.is_empty(), "the agent encrypts with no key");
+    for key in keys {
+        let granted = controller.iter().any(|s| {
+            s.actions.iter().any(|a| a == "kms:Decrypt")
+                && s.resources.contains(key)
+                && has_condition(
+                    s,
+                    "StringEquals",
+                    "kms:ViaService",
+                    "s3.eu-west-1.amazonaws.com",
+                )
+        });
+        assert!(
+            granted,
+            "the controller cannot decrypt archives encrypted with {key}"
+        );
+    }
+}
