@@ -57,10 +57,9 @@ pub async fn group_template(clients: &Clients) -> String {
 }
 
 /// An HTTP target group with AWS's least interval (5 s) and healthy threshold (2): a new
-/// target is `initial` for 10 s. Its deregistration delay is 10 s instead of AWS's 300 s, a
-/// value operators set for short requests, so a leaving instance is held in plain
-/// `Terminating` for seconds, not minutes. Attached to the group; returns its ARN.
-pub async fn target_group(clients: &Clients) -> String {
+/// target is `initial` for 10 s. Its deregistration delay is `deregistration_secs`, or AWS's
+/// 300 s when `None`. Attached to the group; returns its ARN.
+pub async fn target_group(clients: &Clients, deregistration_secs: Option<u32>) -> String {
     let vpcs = clients.ec2.describe_vpcs().send().await.unwrap();
     let vpc = vpcs.vpcs()[0].vpc_id().unwrap().to_string();
     let created = clients
@@ -82,19 +81,21 @@ pub async fn target_group(clients: &Clients) -> String {
         .target_group_arn()
         .unwrap()
         .to_string();
-    clients
-        .elb
-        .modify_target_group_attributes()
-        .target_group_arn(&arn)
-        .attributes(
-            aws_sdk_elasticloadbalancingv2::types::TargetGroupAttribute::builder()
-                .key("deregistration_delay.timeout_seconds")
-                .value("10")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    if let Some(secs) = deregistration_secs {
+        clients
+            .elb
+            .modify_target_group_attributes()
+            .target_group_arn(&arn)
+            .attributes(
+                aws_sdk_elasticloadbalancingv2::types::TargetGroupAttribute::builder()
+                    .key("deregistration_delay.timeout_seconds")
+                    .value(secs.to_string())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
     clients
         .autoscaling
         .attach_load_balancer_target_groups()
@@ -224,8 +225,19 @@ pub struct SwapScene {
 
 /// A group of two at min 1, max 2 (no room to attach without raising the maximum), in a
 /// target group, `suspended` beforehand; agents whose drains take `settle_secs`; two new
-/// instances outside the group.
+/// instances outside the group. The target group's deregistration delay is 10 s instead of
+/// AWS's 300 s, a value operators set for short requests, so a leaving instance is held in
+/// plain `Terminating` for seconds, not minutes.
 pub async fn setting(suspended: &[&str], settle_secs: u32) -> SwapScene {
+    setting_with_delay(suspended, settle_secs, Some(10)).await
+}
+
+/// [`setting`] with the target group's deregistration delay: `None` is AWS's 300 s.
+pub async fn setting_with_delay(
+    suspended: &[&str],
+    settle_secs: u32,
+    deregistration_secs: Option<u32>,
+) -> SwapScene {
     let scene = scene(2, 3600, &[]).await;
     let agents = scene.start_agents(&[], settle_secs).await;
     let controller = scene.start_controller("a", "");
@@ -240,7 +252,7 @@ pub async fn setting(suspended: &[&str], settle_secs: u32) -> SwapScene {
         .send()
         .await
         .unwrap();
-    target_group(clients).await;
+    target_group(clients, deregistration_secs).await;
     if !suspended.is_empty() {
         suspend(clients, suspended).await;
     }

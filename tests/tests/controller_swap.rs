@@ -4,14 +4,15 @@
 //!
 //! The hook keeps AWS's default 3600 s heartbeat timeout: every retired instance is completed
 //! by its agent. The target group has AWS's least interval and healthy threshold (5 s × 2),
-//! so an attached instance is `initial` for 10 s before it is healthy.
+//! so an attached instance is `initial` for 10 s before it is healthy. The first swap keeps
+//! AWS's 300 s deregistration delay; the others shorten it to 10 s so they run in seconds.
 
 // Test code: a helper panics with a message on anything unexpected, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
-use lifeguard_e2e::swap::{MUTATING, setting, spawn_swap, swap};
+use lifeguard_e2e::swap::{MUTATING, setting, setting_with_delay, spawn_swap, swap};
 use lifeguard_e2e::{eventually, fleet};
 use serde_json::Value;
 
@@ -34,7 +35,9 @@ fn processes(call: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swap_brings_the_new_in_before_the_old_drain_out_and_ends_as_it_began() {
-    let swap_ = setting(&["AZRebalance"], 1).await;
+    // AWS's defaults: a 3600 s hook and a 300 s deregistration delay, during which each old
+    // instance stays in plain `Terminating`, still serving its last requests.
+    let swap_ = setting_with_delay(&["AZRebalance"], 1, None).await;
     let stage = &swap_.scene.stage;
     let started_at = swap_.scene.last_call_seq().await;
     let output = swap(&swap_.controller.config, &swap_.args(&[])).await;
