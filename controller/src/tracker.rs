@@ -51,6 +51,18 @@ pub(crate) struct Entry {
     pub policy: GroupPolicy,
     /// When to look at it again.
     pub due: OffsetDateTime,
+    /// Counts what changed the entry outside the supervisor's round (a report, an earlier
+    /// start, a message that made it due): a round that took its copy before such a change
+    /// must not put the look it asked for later.
+    revision: u64,
+}
+
+impl Entry {
+    /// Something outside the round changed the action: look at it again by `at`.
+    fn poke(&mut self, at: OffsetDateTime) {
+        self.due = self.due.min(at);
+        self.revision = self.revision.wrapping_add(1);
+    }
 }
 
 #[derive(Default)]
@@ -217,6 +229,7 @@ impl<F: Fleet> Tracker<F> {
                 watch,
                 policy: policy.clone(),
                 due: now(),
+                revision: 0,
             },
         );
         self.metrics.drains_active.set(state.watches.len() as i64);
@@ -270,7 +283,17 @@ impl<F: Fleet> Tracker<F> {
                 .watch
                 .last_heartbeat_at
                 .max(entry.watch.last_heartbeat_at);
+            // Changed since the round took its copy: what the round decided predates the
+            // change, so the earlier of the two looks stands.
+            let due = if known.revision == entry.revision {
+                entry.due
+            } else {
+                entry.due.min(known.due)
+            };
+            let revision = known.revision;
             *known = entry;
+            known.due = due;
+            known.revision = revision;
             known.watch.agent = agent;
             known.watch.began_at = began_at;
             known.watch.last_heartbeat_at = last_heartbeat_at;
@@ -307,7 +330,7 @@ impl<F: Fleet> Tracker<F> {
             && began_at < entry.watch.began_at
         {
             entry.watch.began_at = began_at;
-            entry.due = now();
+            entry.poke(now());
         }
         drop(state);
         self.wake.notify_one();
@@ -321,7 +344,7 @@ impl<F: Fleet> Tracker<F> {
         let mut state = self.state();
         for id in instance_ids {
             if let Some(entry) = state.watches.get_mut(id) {
-                entry.due = entry.due.min(at);
+                entry.poke(at);
             }
         }
         drop(state);

@@ -129,7 +129,7 @@ impl<F: Fleet> Tracker<F> {
             match state.watches.get_mut(id) {
                 Some(entry) if entry.watch.transition == transition => {
                     entry.watch.on_report(&heard);
-                    entry.due = at;
+                    entry.poke(at);
                     true
                 }
                 _ => false,

@@ -28,6 +28,16 @@ struct FakeFleet {
     /// What the group listing shows instead of the states, when set: a listing older than
     /// the states, as Auto Scaling's can be.
     stale_listing: Mutex<Option<Vec<(String, Transition)>>>,
+    /// When set, the next marks read takes its answer, then waits here until released: a look
+    /// that is still in flight while a message is handled.
+    slow_look: Mutex<Option<SlowLook>>,
+}
+
+/// A look held between reading and answering.
+#[derive(Clone, Default)]
+struct SlowLook {
+    read: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
 }
 
 impl FakeFleet {
@@ -164,11 +174,18 @@ impl Fleet for FakeFleet {
     }
 
     async fn marks(&self, ids: &[String]) -> Result<HashMap<String, Marks>, FleetError> {
-        let tags = self.tags.lock().unwrap();
-        Ok(ids
-            .iter()
-            .filter_map(|id| tags.get(id).map(|t| (id.clone(), Marks::from_tags(t))))
-            .collect())
+        let answer = {
+            let tags = self.tags.lock().unwrap();
+            ids.iter()
+                .filter_map(|id| tags.get(id).map(|t| (id.clone(), Marks::from_tags(t))))
+                .collect()
+        };
+        let slow = self.slow_look.lock().unwrap().take();
+        if let Some(slow) = slow {
+            slow.read.notify_one();
+            slow.release.notified().await;
+        }
+        Ok(answer)
     }
 
     async fn set_marks(&self, id: &str, tags: &[(&'static str, String)]) -> Result<(), FleetError> {
@@ -470,6 +487,47 @@ async fn a_launch_reported_ready_whose_completion_failed_is_completed_with_conti
         ("CONTINUE", EndedBy::Controller)
     );
     assert_eq!(tracker.metrics.fallbacks.get(), 1);
+}
+
+#[tokio::test]
+async fn a_final_report_taken_while_a_round_looks_is_acted_on_in_the_next_round() {
+    // The agent's drain is done but its completion was denied while the supervisor's look at
+    // the action was in flight: the round's answer predates the report, and what it decides
+    // from it must not push the action's next look past the report.
+    let fleet = FakeFleet::waiting(&["i-1"]);
+    began(&fleet, "i-1", 10);
+    let tracker = replica(
+        &fleet,
+        "a",
+        "agent_grace_secs = 30\nreport_silence_secs = 60\nfallback_result = \"ABANDON\"",
+    );
+    tracker
+        .handle(
+            &report("i-1", ReportPhase::DrainStarted, 1),
+            &sent_by("i-1"),
+        )
+        .await;
+    let slow = SlowLook::default();
+    *fleet.slow_look.lock().unwrap() = Some(slow.clone());
+    let round = tokio::spawn({
+        let tracker = tracker.clone();
+        async move { tracker.round().await }
+    });
+    slow.read.notified().await;
+    let mut failed = report("i-1", ReportPhase::DrainFailed, 2);
+    if let Message::AgentReport(report) = &mut failed.message {
+        report.result = Some("CONTINUE".into());
+        report.completion = Some(CompletionReport::Failed);
+        report.error = Some("CompleteLifecycleAction i-1: AccessDenied".into());
+    }
+    tracker.handle(&failed, &sent_by("i-1")).await;
+    slow.release.notify_one();
+    round.await.unwrap();
+    assert!(fleet.calls("complete").is_empty(), "{:?}", fleet.calls(""));
+    // The report made the action due; the next round completes it with the agent's result.
+    tracker.round().await;
+    assert_eq!(fleet.calls("complete"), ["complete i-1 CONTINUE"]);
+    assert_eq!(tracker.health().watching, 0);
 }
 
 fn terminate_event(id: &str, time: OffsetDateTime) -> Parsed {
