@@ -201,10 +201,14 @@ async fn advance<A: ImageApi>(
                 }
             };
             if pipeline.previous_default.is_none() {
-                // Recorded before the change: a retry after it must not take the new version
-                // for the old one.
-                pipeline.previous_default = Some(template_of(api, pipeline).await?.default_version);
-                save(api, pipeline, Stage::Promote).await?;
+                // A record from before pipelines noted it at their start. Recorded before the
+                // change, so a retry after it must not take the new version for the old one;
+                // and never the new version itself (another actor promoted it already).
+                let current = template_of(api, pipeline).await?.default_version;
+                if current != version {
+                    pipeline.previous_default = Some(current);
+                    save(api, pipeline, Stage::Promote).await?;
+                }
             }
             api.set_default_version(&template_id, version).await?;
             if let Some(parameter) = &pipeline.parameter {

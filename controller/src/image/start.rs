@@ -97,7 +97,7 @@ pub fn bake_pipeline(
         }
     };
     check_parameter(request)?;
-    Ok(new_pipeline(
+    let mut pipeline = new_pipeline(
         Target::Template(template.id.clone()),
         stage,
         source_version,
@@ -105,7 +105,12 @@ pub fn bake_pipeline(
         builder,
         request,
         now,
-    ))
+    );
+    // The default a failed roll goes back to, recorded before anything changes: every record
+    // written from now on carries it, so a replica advancing from an older copy of the record
+    // never takes another's promote for the state before.
+    pipeline.previous_default = Some(template.default_version);
+    Ok(pipeline)
 }
 
 /// `keep` of a pipeline that prunes nothing (`image roll`).

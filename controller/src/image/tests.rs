@@ -957,3 +957,80 @@ async fn a_refresh_event_moves_a_rolling_pipeline_on_and_a_rolled_back_refresh_f
         }
     }
 }
+
+/// The command that started a pipeline and a replica woken by an AMI event both advance it from
+/// the record in the template's tags. A replica whose copy predates the other's promote must
+/// still know the default from before the pipeline, so a failed roll goes back to that one
+/// (`controller_images_roll` failed in CI when the replica took the promoted version for it).
+#[tokio::test]
+async fn a_late_replica_never_takes_the_promoted_version_for_the_one_to_go_back_to() {
+    use super::start::{BakeFrom, BakeRequest, bake_pipeline};
+    let ec2 = FakeEc2::new(Some(0));
+    let template = ec2.state.lock().unwrap().template.clone();
+    assert_eq!(template.default_version, 3);
+    let roll = super::roll::Roll {
+        min_healthy_percentage: 50,
+        instance_warmup_secs: 0,
+        checkpoints: Vec::new(),
+    };
+    let request = BakeRequest {
+        template: template.id.clone(),
+        from: BakeFrom::Instance("i-0123456789abcdef0".into()),
+        source_version: "$Default".into(),
+        no_reboot: false,
+        keep: 2,
+        parameter: None,
+        deregister: false,
+        available_within: Duration::from_secs(3600),
+        roll: Some(roll),
+        poll: Duration::from_millis(1),
+        dry_run: false,
+    };
+    let started = bake_pipeline(&template, &request, OffsetDateTime::now_utc()).unwrap();
+    // The replica's copy was read when version 4 was made; since then the other actor made
+    // version 4 the default.
+    let mut late = started;
+    late.stage = Stage::Promote;
+    late.image_id = Some("ami-0aaa".into());
+    late.new_version = Some(4);
+    {
+        let mut s = ec2.state.lock().unwrap();
+        s.template.default_version = 4;
+        s.template.latest_version = 4;
+        s.groups.insert(
+            "web".into(),
+            GroupTemplate {
+                tags: HashMap::new(),
+                template_id: Some(template.id.clone()),
+                template_name: None,
+                version: Some("3".into()),
+            },
+        );
+        // The group's refresh onto version 4 failed and Auto Scaling rolled it back.
+        s.refreshes.insert(
+            "web".into(),
+            super::roll::RefreshView {
+                id: "r-1".into(),
+                status: "RollbackSuccessful".into(),
+                percent: Some(0),
+                reason: Some("a replacement's launch was abandoned".into()),
+                started_at: Some(OffsetDateTime::now_utc()),
+            },
+        );
+    }
+    let mut seen = Seen::default();
+    let ended = drive(&ec2, late, Duration::from_millis(1), &mut seen)
+        .await
+        .unwrap();
+    assert_eq!(ended.stage, Stage::Failed, "{:?}", seen.events);
+    assert_eq!(ended.previous_default, Some(3));
+    assert!(
+        ended
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("default is back at version 3")),
+        "{:?}",
+        ended.reason
+    );
+    assert_eq!(ec2.state.lock().unwrap().template.default_version, 3);
+}
