@@ -15,6 +15,9 @@ venv="$(bash tests/emulator/setup.sh)"
 echo "== emulator tests (pytest)"
 "$venv/bin/python" -m pytest tests/emulator/tests -q -p no:cacheprovider
 
+echo "== system tools"
+bash scripts/system-tools.sh
+
 echo "== workspace tests (cargo nextest)"
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "cargo-nextest is missing: installing it from crates.io"

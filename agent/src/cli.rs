@@ -24,6 +24,7 @@ pub const EXIT_SOFTWARE: u8 = 70;
 pub const EXIT_UNAVAILABLE: u8 = 69;
 pub const EXIT_IO: u8 = 74;
 pub const EXIT_CONFIG: u8 = 78;
+pub const EXIT_DATAERR: u8 = 65;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,6 +75,16 @@ pub enum Command {
         #[arg(long)]
         upload: bool,
     },
+    /// Run one drain step for the agent (started by `lifeguard-step@.service`, one per
+    /// connection to `lifeguard-step.socket`, the connection as standard input and output).
+    StepExec,
+    /// Order the units the drain stops after the agent (a drop-in for its unit), so at
+    /// shutdown they stop first; run at image-bake time, after the configuration is in place.
+    OrderUnits {
+        /// Where unit drop-ins go.
+        #[arg(long, default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+    },
 }
 
 pub fn main_with(cli: Cli) -> ExitCode {
@@ -98,6 +109,25 @@ pub fn main_with(cli: Cli) -> ExitCode {
             lifeguard_common::logging::init(LogFormat::Compact, &config.log.level);
             crate::manual::upload_now(&config)
         }
+        Command::OrderUnits { unit_dir } => {
+            match crate::units::write(&config, &cli.config, &unit_dir) {
+                Ok(done) => {
+                    println!("{done}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!(
+                        "lifeguard-agent: ordering units under {}: {error}",
+                        unit_dir.display()
+                    );
+                    ExitCode::from(EXIT_IO)
+                }
+            }
+        }
+        Command::StepExec => {
+            lifeguard_common::logging::init(LogFormat::Compact, &config.log.level);
+            step_exec(&config)
+        }
         Command::Run => {
             let format = match cli.log_format {
                 Some(LogFormatArg::Json) => LogFormat::Json,
@@ -109,6 +139,44 @@ pub fn main_with(cli: Cli) -> ExitCode {
                 Ok(runtime) => runtime.block_on(run(config, cli.config)),
                 Err(code) => code,
             }
+        }
+    }
+}
+
+/// Serves the one request on the connection systemd handed over as standard input.
+fn step_exec(config: &AgentConfig) -> ExitCode {
+    use std::os::fd::AsFd;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "starting the runtime");
+            return ExitCode::from(EXIT_SOFTWARE);
+        }
+    };
+    // systemd passes the accepted connection as both standard input and output.
+    let connection = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::os::unix::net::UnixStream::from)
+        .and_then(|stream| {
+            stream.set_nonblocking(true)?;
+            Ok(stream)
+        });
+    let served = runtime.block_on(async {
+        let stream = connection
+            .and_then(tokio::net::UnixStream::from_std)
+            .map_err(|e| format!("standard input is not the runner's connection: {e}"))?;
+        let (input, output) = stream.into_split();
+        crate::step_runner::serve(config, input, output).await
+    });
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "drain step not run to its end");
+            ExitCode::from(EXIT_DATAERR)
         }
     }
 }

@@ -144,6 +144,11 @@ pub struct DrainConfig {
     /// Steps run in order before the archive is built.
     #[serde(default)]
     pub steps: Vec<StepConfig>,
+    /// The socket of the step runner (`lifeguard-step.socket`): `run`, `shell` and `stop_unit`
+    /// steps run there, outside the agent's sandbox, with the privileges their commands need.
+    /// Unset: the agent runs them itself (an agent installed without the hardened unit).
+    #[serde(default)]
+    pub step_runner: Option<PathBuf>,
 }
 
 /// What to do when a step fails or times out.
@@ -543,6 +548,22 @@ impl AgentConfig {
             if step.timeout_secs == 0 {
                 return Err(invalid(key, "`timeout_secs` must be at least 1".into()));
             }
+            if let Some(unit) = &step.stop_unit
+                && !crate::units::is_unit_name(unit)
+            {
+                return Err(invalid(
+                    key,
+                    format!("`stop_unit` {unit:?} is not a unit name (such as app.service)"),
+                ));
+            }
+        }
+        if let Some(socket) = &self.drain.step_runner
+            && !socket.is_absolute()
+        {
+            return Err(invalid(
+                "drain.step_runner".into(),
+                format!("{} is not an absolute path", socket.display()),
+            ));
         }
         for (index, check) in self.launch.checks.iter().enumerate() {
             let key = format!("launch.checks[{index}] ({})", check.name);

@@ -18,6 +18,8 @@ pub mod report;
 pub mod run;
 pub mod service;
 pub mod state;
+pub mod step_runner;
 pub mod steps;
+pub mod units;
 pub mod upload;
 pub mod watch;

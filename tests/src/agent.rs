@@ -93,6 +93,8 @@ pub struct ServiceProcess {
     log: PathBuf,
     config: PathBuf,
     env: Vec<(String, String)>,
+    /// A command the program runs under (`setpriv ...`), as its first arguments.
+    wrapper: Vec<String>,
 }
 
 /// The agent as a process.
@@ -108,6 +110,23 @@ impl ServiceProcess {
     /// credentials, a test seam).
     pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> ServiceProcess {
         Self::launch("lifeguard-agent", dir, "agent", config, env)
+    }
+
+    /// As [`ServiceProcess::start_with_env`], run under `wrapper` (a command and its
+    /// arguments, such as the `setpriv` that applies the agent unit's confinement).
+    pub fn start_wrapped(
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+        wrapper: &[String],
+    ) -> ServiceProcess {
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, config).unwrap();
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        Self::start_with("lifeguard-agent", &path, env, wrapper.to_vec())
     }
 
     /// Writes `config` into `dir` as `NAME.toml` and starts `lifeguard-controller run` with it,
@@ -134,19 +153,25 @@ impl ServiceProcess {
             .iter()
             .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
             .collect();
-        Self::start_with(program, &path, env)
+        Self::start_with(program, &path, env, Vec::new())
     }
 
     /// Starts the program again on the same configuration and log (after a kill).
     pub fn restart(&mut self) {
         self.kill9();
-        *self = Self::start_with(self.program, &self.config, std::mem::take(&mut self.env));
+        *self = Self::start_with(
+            self.program,
+            &self.config,
+            std::mem::take(&mut self.env),
+            std::mem::take(&mut self.wrapper),
+        );
     }
 
     fn start_with(
         program: &'static str,
         config: &Path,
         env: Vec<(String, String)>,
+        wrapper: Vec<String>,
     ) -> ServiceProcess {
         let log = config.with_extension("log");
         let file = std::fs::OpenOptions::new()
@@ -154,7 +179,14 @@ impl ServiceProcess {
             .append(true)
             .open(&log)
             .unwrap();
-        let mut command = Command::new(workspace_binary(program));
+        let mut command = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut command = Command::new(first);
+                command.args(rest).arg(workspace_binary(program));
+                command
+            }
+            None => Command::new(workspace_binary(program)),
+        };
         if program == "lifeguard-agent" {
             // As on an instance: the role's credentials from the instance's IMDS, so what the
             // agent sends to the queue carries its instance's SenderId.
@@ -187,6 +219,7 @@ impl ServiceProcess {
             log,
             config: config.to_path_buf(),
             env,
+            wrapper,
         }
     }
 

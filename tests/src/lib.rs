@@ -336,4 +336,5 @@ pub mod drain;
 pub mod fleet;
 pub mod images;
 pub mod outage;
+pub mod step_runner;
 pub mod swap;

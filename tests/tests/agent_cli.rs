@@ -164,3 +164,88 @@ async fn archive_upload_ships_the_logs_now_without_touching_the_lifecycle() {
             .is_empty()
     );
 }
+
+#[test]
+fn order_units_orders_every_stopped_unit_after_the_agent_and_refuses_a_forged_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    let units = dir.path().join("units");
+    std::fs::write(
+        &config,
+        "[[drain.steps]]\nname = \"stop-app\"\nstop_unit = \"app.service\"\n\n\
+         [[drain.steps]]\nname = \"flush\"\nrun = [\"true\"]\n\n\
+         [[drain.steps]]\nname = \"stop-worker\"\nstop_unit = \"worker@1.service\"\n",
+    )
+    .unwrap();
+    let ordered = agent(
+        &config,
+        &["order-units", "--unit-dir", units.to_str().unwrap()],
+    );
+    assert!(ordered.status.success(), "{ordered:?}");
+    let drop_in = units.join("lifeguard-agent.service.d/50-drained-units.conf");
+    let text_of = std::fs::read_to_string(&drop_in).unwrap();
+    assert!(
+        text_of.contains("\n[Unit]\nBefore=app.service worker@1.service\n"),
+        "{text_of}"
+    );
+    // systemd reads it: the drop-in beside a copy of the unit verifies clean.
+    let unit_text =
+        std::fs::read_to_string(lifeguard_e2e::repo_root().join("systemd/lifeguard-agent.service"))
+            .unwrap()
+            .replace(
+                "/usr/bin/lifeguard-agent",
+                workspace_binary("lifeguard-agent").to_str().unwrap(),
+            );
+    std::fs::write(units.join("lifeguard-agent.service"), unit_text).unwrap();
+    for unit in ["lifeguard-step.socket", "lifeguard-step@.service"] {
+        std::fs::copy(
+            lifeguard_e2e::repo_root().join("systemd").join(unit),
+            units.join(unit),
+        )
+        .unwrap();
+    }
+    let verified = Command::new("systemd-analyze")
+        .args(["verify", "./lifeguard-agent.service"])
+        .current_dir(&units)
+        .output()
+        .unwrap();
+    // The ordered units do not exist on this machine; that is the only complaint allowed.
+    let complaints = text(&verified.stderr);
+    assert!(
+        complaints
+            .lines()
+            .all(|l| l.contains("app.service") || l.contains("worker@1.service")),
+        "{complaints}"
+    );
+
+    // A unit name that would add a line to the drop-in is refused before anything is written.
+    std::fs::write(
+        &config,
+        "[[drain.steps]]\nname = \"stop\"\nstop_unit = \"app.service\\nExecStartPre=/tmp/x\"\n",
+    )
+    .unwrap();
+    let refused = agent(
+        &config,
+        &["order-units", "--unit-dir", units.to_str().unwrap()],
+    );
+    assert_eq!(refused.status.code(), Some(78), "{refused:?}");
+    assert!(text(&refused.stderr).contains("not a unit name"));
+    assert!(
+        std::fs::read_to_string(&drop_in)
+            .unwrap()
+            .contains("Before=app.service worker@1.service")
+    );
+
+    // No step stops a unit any more: the drop-in goes.
+    std::fs::write(
+        &config,
+        "[[drain.steps]]\nname = \"flush\"\nrun = [\"true\"]\n",
+    )
+    .unwrap();
+    let cleared = agent(
+        &config,
+        &["order-units", "--unit-dir", units.to_str().unwrap()],
+    );
+    assert!(cleared.status.success(), "{cleared:?}");
+    assert!(!drop_in.exists());
+}

@@ -25,12 +25,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cadence::{Cadence, CadenceSpec, HeartbeatTarget, Progress};
-use crate::config::{AgentConfig, OnFailure};
+use crate::config::{AgentConfig, OnFailure, StepAction};
 use crate::imds::InstanceMetadata;
 use crate::lifecycle::{AutoScaling, HookInfo};
 use crate::pack::{self, PackError};
 use crate::report::ReportSink;
 use crate::state::StateStore;
+use crate::step_runner::run_step_via;
 use crate::steps::{StepEnv, run_step};
 use crate::upload::ArchiveStore;
 use crate::watch::Trigger;
@@ -323,8 +324,17 @@ where
         let deadline = instant_at(self.deadlines(record).steps);
         let env = self.step_env(record);
         crate::service::notify_status(&format!("draining: step {}", step.name));
+        let run = async {
+            match (&self.config.drain.step_runner, step.action()) {
+                // Waiting for connections needs no privilege: it stays in the agent.
+                (Some(_), Ok(StepAction::WaitConnections(_))) | (None, _) => {
+                    run_step(step, &env, deadline).await
+                }
+                (Some(socket), _) => run_step_via(socket, index, step, &env, deadline).await,
+            }
+        };
         let result = tokio::select! {
-            result = run_step(step, &env, deadline) => result,
+            result = run => result,
             () = self.shutdown.cancelled() => {
                 // Dropping the step stops its process group.
                 tracing::warn!(instance_id = %record.instance_id, step = %step.name,
