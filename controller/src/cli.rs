@@ -42,6 +42,18 @@ pub enum Command {
     /// Check the configuration (file and environment) and exit: 0 if valid, 78 with the file,
     /// line and key if not.
     Validate,
+    /// Ask the running controller's health port (the container's health check): exit 0 on
+    /// `200 OK`, 1 otherwise, with the answer on standard output.
+    Probe {
+        /// Address of the health port [default: the configuration's `http.listen`, on
+        /// loopback when it binds every interface].
+        #[arg(long)]
+        address: Option<std::net::SocketAddr>,
+        #[arg(long, default_value = "/healthz")]
+        path: String,
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
+    },
     /// Print one JSON object saying what lifeguard understands of a message, and why it would
     /// act on it or ignore it.
     Explain(ExplainArgs),
@@ -383,6 +395,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Image(command) => run_image(&cli.config, command),
         Command::Drill(args) => run_drill(&cli.config, &args),
         Command::Swap(args) => run_swap(&cli.config, &args),
+        Command::Probe {
+            address,
+            path,
+            timeout_secs,
+        } => run_probe(&cli.config, address, &path, timeout_secs),
         Command::Validate => {
             match crate::config::ControllerConfig::load(&cli.config, &environment()) {
                 Ok(_) => {
@@ -392,6 +409,40 @@ pub fn run(cli: Cli) -> ExitCode {
                 Err(error) => fail(EXIT_CONFIG, format_args!("{error}")),
             }
         }
+    }
+}
+
+fn run_probe(
+    config: &std::path::Path,
+    address: Option<std::net::SocketAddr>,
+    path: &str,
+    timeout_secs: u64,
+) -> ExitCode {
+    let address = match address {
+        Some(address) => address,
+        None => match crate::config::ControllerConfig::load(config, &environment()) {
+            Ok(config) => match config.http.listen.parse() {
+                Ok(listen) => crate::probe::local_address(listen),
+                // Validation refuses such a value; nothing to ask.
+                Err(error) => return fail(EXIT_CONFIG, format_args!("http.listen: {error}")),
+            },
+            Err(error) => return fail(EXIT_CONFIG, format_args!("{error}")),
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(1, format_args!("starting the runtime: {error}")),
+    };
+    let timeout = std::time::Duration::from_secs(timeout_secs.clamp(1, 300));
+    match runtime.block_on(crate::probe::probe(address, path, timeout)) {
+        Ok(body) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(1, format_args!("{error}")),
     }
 }
 

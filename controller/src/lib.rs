@@ -13,6 +13,7 @@ pub mod image;
 pub mod marks;
 pub mod metrics;
 pub mod pace;
+pub mod probe;
 pub mod queue;
 pub mod router;
 pub mod senders;
