@@ -256,4 +256,65 @@ mod tests {
         }
         assert!(text.ends_with("# EOF\n"));
     }
+
+    /// The alert rules and the dashboard shipped in `packaging/monitoring/` ask only for series
+    /// this exposition has (a renamed metric would leave an alert that never fires), and every
+    /// label they group or filter by is one the metric carries.
+    #[test]
+    fn the_shipped_alerts_and_dashboard_use_only_exported_series_and_labels() {
+        // Families show a series once it has a value: give each one.
+        let metrics = Metrics::new();
+        metrics.observe_queue(Observation::Received, "lifecycle_terminate");
+        metrics.observe_queue(Observation::Deleted, "lifecycle_terminate");
+        metrics.observe_queue(Observation::Malformed, "malformed");
+        metrics.refused("agent_report", "sender");
+        metrics.api_error("CompleteLifecycleAction", Some("Throttling"));
+        metrics.record_outcome(
+            &OutcomeMark {
+                result: "ABANDON".into(),
+                by: EndedBy::Controller,
+                at: time::OffsetDateTime::UNIX_EPOCH,
+            },
+            Some(time::Duration::seconds(3)),
+        );
+        let text = metrics.render();
+        let exported: std::collections::HashSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/monitoring");
+        for file in ["alerts.yml", "alerts.test.yml", "grafana-dashboard.json"] {
+            let shipped = std::fs::read_to_string(dir.join(file)).unwrap();
+            let mut used: Vec<&str> = shipped
+                .match_indices("lifeguard_")
+                .map(|(at, _)| {
+                    let rest = &shipped[at..];
+                    let end = rest
+                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .unwrap_or(rest.len());
+                    &rest[..end]
+                })
+                .collect();
+            used.sort_unstable();
+            used.dedup();
+            assert!(!used.is_empty(), "{file}");
+            for name in used {
+                assert!(
+                    exported.contains(name),
+                    "{file}: {name} is not exported:\n{text}"
+                );
+            }
+        }
+        // Labels: `by` and `result` on completions, `kind` and `reason` on failures and
+        // refusals, `operation` and `code` on API errors.
+        for series in [
+            "lifeguard_drains_completed_total{result=",
+            "lifeguard_messages_failed_total{kind=\"malformed\",reason=",
+            "lifeguard_lifecycle_api_errors_total{operation=",
+        ] {
+            assert!(text.contains(series), "{series}");
+        }
+        assert!(text.contains(",by=\"controller\"}"));
+    }
 }
