@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, the system tools the tests call and a new machine may lack:
-# systemd-analyze (the agent unit's verify and security checks), setpriv (the agent run under
-# its unit's identity and capabilities), dpkg-deb and rpmbuild (the agent's packages). Does
-# nothing when they are there.
+# systemd-analyze (the agent unit's verify, security and system-call filter checks), setpriv
+# and strace (the agent run under its unit's identity and capabilities, its system calls held
+# against the unit's filter), dpkg-deb and rpmbuild (the agent's packages). Does nothing when
+# they are there.
 #
 #   scripts/system-tools.sh --promtool
 #
@@ -42,6 +43,7 @@ fi
 missing=()
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+command -v strace >/dev/null 2>&1 || missing+=(strace)
 command -v dpkg-deb >/dev/null 2>&1 || missing+=(dpkg)
 command -v rpmbuild >/dev/null 2>&1 || missing+=(rpm)
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -3,7 +3,7 @@
 //! connection with the connection as its standard input and output. And the agent's unit's
 //! identity and capabilities, applied with `setpriv` as systemd would apply them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
@@ -67,6 +67,86 @@ pub fn confinement_of_agent_unit() -> Vec<String> {
         format!("--ambient-caps={}", caps("AmbientCapabilities")),
         "--no-new-privs".into(),
     ]
+}
+
+/// The system calls the agent's unit lets through: its `SystemCallFilter=` allow list less the
+/// groups its `~` line denies, each group expanded by `systemd-analyze syscall-filter` as
+/// systemd expands it.
+pub fn syscalls_allowed_by_agent_unit() -> BTreeSet<String> {
+    let unit = unit_settings("lifeguard-agent.service");
+    let (mut allowed, mut denied) = (BTreeSet::new(), BTreeSet::new());
+    for line in &unit["SystemCallFilter"] {
+        let (into, names) = match line.strip_prefix('~') {
+            Some(names) => (&mut denied, names),
+            None => (&mut allowed, line.as_str()),
+        };
+        for name in names.split_whitespace() {
+            expand_syscalls(name, into);
+        }
+    }
+    allowed.difference(&denied).cloned().collect()
+}
+
+fn expand_syscalls(name: &str, into: &mut BTreeSet<String>) {
+    if !name.starts_with('@') {
+        into.insert(name.to_string());
+        return;
+    }
+    let out = Command::new("systemd-analyze")
+        .args(["syscall-filter", name])
+        .output()
+        .expect("systemd-analyze (scripts/system-tools.sh installs it)");
+    assert!(
+        out.status.success(),
+        "systemd-analyze syscall-filter {name}"
+    );
+    for member in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        expand_syscalls(member, into);
+    }
+}
+
+/// `strace` arguments that write every system call of a process tree into `log`.
+pub fn traced_into(log: &Path) -> Vec<String> {
+    vec![
+        "strace".into(),
+        "-f".into(),
+        "-qq".into(),
+        "-o".into(),
+        log.display().to_string(),
+    ]
+}
+
+/// The system calls an `strace -f` log shows from the successful `execve` of `program` on:
+/// what systemd's filter, applied at that exec, would have seen.
+pub fn syscalls_after_exec(trace: &str, program: &Path) -> BTreeSet<String> {
+    let exec = format!("execve(\"{}\"", program.display());
+    let Some(start) = trace
+        .lines()
+        .position(|l| l.contains(&exec) && l.trim_end().ends_with("= 0"))
+    else {
+        panic!("no execve of {} in the trace", program.display());
+    };
+    trace
+        .lines()
+        .skip(start + 1)
+        .filter_map(|line| {
+            // `PID name(args) = result`; resumptions, signals and exits name no new call.
+            let (_, call) = line.split_once(' ')?;
+            let call = call.trim_start();
+            let end = call.find('(')?;
+            let name = &call[..end];
+            (!name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
+            .then(|| name.to_string())
+        })
+        .collect()
 }
 
 /// A socket-activated step runner; stops accepting and kills its runners when dropped.

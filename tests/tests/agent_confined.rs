@@ -11,9 +11,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use lifeguard_common::message::StepOutcome;
+use lifeguard_e2e::agent::workspace_binary;
 use lifeguard_e2e::agent::{AgentProcess, config_for};
 use lifeguard_e2e::drain::{GROUP, archived_path, stage, unpack};
-use lifeguard_e2e::step_runner::{CONFINED_ID, StepRunner, confinement_of_agent_unit};
+use lifeguard_e2e::step_runner::{
+    CONFINED_ID, StepRunner, confinement_of_agent_unit, syscalls_after_exec,
+    syscalls_allowed_by_agent_unit, traced_into,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -96,13 +100,19 @@ timeout_secs = 10
         socket = runner.socket.display(),
     );
     let config = config_for(&stage.emulator, &victim, &state, &extra);
-    let agent =
-        AgentProcess::start_wrapped(stage.dir.path(), &config, &[], &confinement_of_agent_unit());
+    // Traced, so the system calls of the drain can be held against the unit's filter.
+    let trace = stage.path("agent.strace");
+    let mut wrapper = traced_into(&trace);
+    wrapper.extend(confinement_of_agent_unit());
+    let agent = AgentProcess::start_wrapped(stage.dir.path(), &config, &[], &wrapper);
     agent.wait_for_log("lifeguard-agent watching", WAIT).await;
-    // The agent itself: nobody, with the one capability the unit grants (CAP_DAC_READ_SEARCH
-    // is bit 2).
+    // The agent itself (strace's child, setpriv having become the agent): nobody, with the one
+    // capability the unit grants (CAP_DAC_READ_SEARCH is bit 2).
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", agent.pid())).unwrap();
+    let agent_pid: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
     assert_eq!(
-        identity_of(agent.pid()),
+        identity_of(agent_pid),
         (
             format!("{CONFINED_ID}\t{CONFINED_ID}\t{CONFINED_ID}\t{CONFINED_ID}"),
             "0000000000000004".to_string()
@@ -172,4 +182,17 @@ timeout_secs = 10
             .len()
             == 2
     );
+
+    // Every system call of the watch, the drain, the archive and the upload is one the unit's
+    // SystemCallFilter lets through (there, another would fail with EPERM).
+    let used = syscalls_after_exec(
+        &std::fs::read_to_string(&trace).unwrap(),
+        &workspace_binary("lifeguard-agent"),
+    );
+    for expected in ["connect", "openat", "sendto", "clone3"] {
+        assert!(used.contains(expected), "{expected} in {used:?}");
+    }
+    let allowed = syscalls_allowed_by_agent_unit();
+    let refused: Vec<&String> = used.difference(&allowed).collect();
+    assert!(refused.is_empty(), "outside SystemCallFilter: {refused:?}");
 }
