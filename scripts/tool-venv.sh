@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prints the path of a Python venv holding exactly the packages of a requirements file, building
-# it first when needed: ${LIFEGUARD_CACHE:-$HOME/.cache/lifeguard}/NAME, (re)built with
+# it first when needed: ${LIFEGUARD_CACHE:-$HOME/.cache/lifeguard}/NAME (or NAME itself when it
+# is an absolute path), (re)built with
 # `python3 -m venv` + `pip install -r FILE` only when the stamp inside it does not hold the
 # file's sha256; otherwise nothing is fetched. Concurrent runs are serialised on a lock file.
 #
@@ -11,7 +12,10 @@ set -euo pipefail
 
 name="$1"
 requirements="$2"
-venv="${LIFEGUARD_CACHE:-$HOME/.cache/lifeguard}/$name"
+case "$name" in
+  /*) venv="$name" ;;
+  *) venv="${LIFEGUARD_CACHE:-$HOME/.cache/lifeguard}/$name" ;;
+esac
 stamp="$venv/.lifeguard-requirements.sha256"
 python="${PYTHON:-python3}"
 want="$(sha256sum "$requirements" | cut -d' ' -f1)"

@@ -228,12 +228,13 @@ mod tests {
     use super::*;
     use crate::marks::EndedBy;
 
-    #[test]
-    fn what_happens_shows_in_the_exposition() {
+    /// Metrics with one value in every family (a family shows a series once it has one).
+    fn with_every_family() -> Metrics {
         let metrics = Metrics::new();
         metrics.observe_queue(Observation::Received, "lifecycle_terminate");
         metrics.observe_queue(Observation::Deleted, "lifecycle_terminate");
         metrics.observe_queue(Observation::Malformed, "malformed");
+        metrics.refused("agent_report", "sender");
         metrics.api_error("CompleteLifecycleAction", Some("Throttling"));
         metrics.record_outcome(
             &OutcomeMark {
@@ -243,7 +244,12 @@ mod tests {
             },
             Some(time::Duration::seconds(3)),
         );
-        let text = metrics.render();
+        metrics
+    }
+
+    #[test]
+    fn what_happens_shows_in_the_exposition() {
+        let text = with_every_family().render();
         for line in [
             "lifeguard_messages_received_total{kind=\"lifecycle_terminate\"} 1",
             "lifeguard_messages_deleted_total{kind=\"lifecycle_terminate\"} 1",
@@ -262,22 +268,7 @@ mod tests {
     /// label they group or filter by is one the metric carries.
     #[test]
     fn the_shipped_alerts_and_dashboard_use_only_exported_series_and_labels() {
-        // Families show a series once it has a value: give each one.
-        let metrics = Metrics::new();
-        metrics.observe_queue(Observation::Received, "lifecycle_terminate");
-        metrics.observe_queue(Observation::Deleted, "lifecycle_terminate");
-        metrics.observe_queue(Observation::Malformed, "malformed");
-        metrics.refused("agent_report", "sender");
-        metrics.api_error("CompleteLifecycleAction", Some("Throttling"));
-        metrics.record_outcome(
-            &OutcomeMark {
-                result: "ABANDON".into(),
-                by: EndedBy::Controller,
-                at: time::OffsetDateTime::UNIX_EPOCH,
-            },
-            Some(time::Duration::seconds(3)),
-        );
-        let text = metrics.render();
+        let text = with_every_family().render();
         let exported: std::collections::HashSet<&str> = text
             .lines()
             .filter(|l| !l.starts_with('#'))
