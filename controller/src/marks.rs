@@ -25,8 +25,12 @@ pub const TAKEOVER: &str = "lifeguard:drain:takeover";
 pub const OUTCOME: &str = "lifeguard:drain:outcome";
 /// `command-id at`: the agentless archive's SSM command, and when it was sent.
 pub const ARCHIVE: &str = "lifeguard:drain:archive";
+/// `at`: when a replica saw the action over with no outcome recorded. Its own key, never
+/// `OUTCOME`: a replica that completed the action may write its outcome a moment after another
+/// read the marks, and neither write must undo the other.
+pub const ENDED: &str = "lifeguard:drain:ended";
 
-pub const ALL: [&str; 6] = [ACTION, AGENT, HEARTBEAT, TAKEOVER, OUTCOME, ARCHIVE];
+pub const ALL: [&str; 7] = [ACTION, AGENT, HEARTBEAT, TAKEOVER, OUTCOME, ARCHIVE, ENDED];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionMark {
@@ -224,6 +228,25 @@ impl Marks {
             }
             _ => None,
         };
+        let ended = match words(ENDED).as_slice() {
+            [at] => parse_time(at).map(|at| OutcomeMark {
+                result: "ENDED".to_string(),
+                by: EndedBy::Timeout,
+                at,
+            }),
+            _ => None,
+        };
+        // Whoever ended the action names its outcome; `ENDED` stands only where no outcome of
+        // the same action was written, in whichever order the two were.
+        let of_this_action = |at: OffsetDateTime| action.as_ref().is_none_or(|a| at >= a.began_at);
+        let outcome = match (outcome, ended) {
+            (Some(recorded), Some(ended))
+                if !of_this_action(recorded.at) && of_this_action(ended.at) =>
+            {
+                Some(ended)
+            }
+            (recorded, ended) => recorded.or(ended),
+        };
         let archive = match words(ARCHIVE).as_slice() {
             [command_id, at] => parse_time(at).map(|at| ArchiveMark {
                 command_id: (*command_id).to_string(),
@@ -288,6 +311,10 @@ pub fn takeover_tag(replica: &str, at: OffsetDateTime) -> (&'static str, String)
 
 pub fn archive_tag(command_id: &str, at: OffsetDateTime) -> (&'static str, String) {
     (ARCHIVE, format!("{command_id} {}", format_time(at)))
+}
+
+pub fn ended_tag(at: OffsetDateTime) -> (&'static str, String) {
+    (ENDED, format_time(at))
 }
 
 pub fn outcome_tag(mark: &OutcomeMark) -> (&'static str, String) {
@@ -379,5 +406,37 @@ mod tests {
             (OUTCOME, "CONTINUE nobody 2026-11-22T10:00:00Z".into()),
         ]));
         assert_eq!(read, Marks::default());
+    }
+
+    #[test]
+    fn an_ended_mark_stands_only_where_no_outcome_of_the_same_action_was_written() {
+        let action = (ACTION, "terminating 2026-11-22T10:00:00Z".to_string());
+        let completed = (
+            OUTCOME,
+            "CONTINUE controller 2026-11-22T10:05:00Z".to_string(),
+        );
+        let ended_after = (ENDED, "2026-11-22T10:05:01Z".to_string());
+        // Written after the replica that completed the action: the completion still names it.
+        let read = Marks::from_tags(&tags(&[
+            action.clone(),
+            completed.clone(),
+            ended_after.clone(),
+        ]));
+        let outcome = read.outcome.unwrap();
+        assert_eq!(
+            (outcome.result.as_str(), outcome.by),
+            ("CONTINUE", EndedBy::Controller)
+        );
+        // An outcome of an earlier action (a launch) does not hide this one's end.
+        let earlier = (OUTCOME, "CONTINUE agent 2026-11-22T09:00:00Z".to_string());
+        let read = Marks::from_tags(&tags(&[action.clone(), earlier, ended_after.clone()]));
+        let outcome = read.outcome.unwrap();
+        assert_eq!(
+            (outcome.result.as_str(), outcome.by),
+            ("ENDED", EndedBy::Timeout)
+        );
+        // Alone, it is the outcome.
+        let read = Marks::from_tags(&tags(&[action, ended_after]));
+        assert_eq!(read.outcome.unwrap().by, EndedBy::Timeout);
     }
 }

@@ -426,10 +426,11 @@ impl<F: Fleet> Tracker<F> {
                 by: EndedBy::Timeout,
                 at: now(),
             };
-            // The instance may already be gone; its outcome is then simply not shown.
+            // The instance may already be gone; its outcome is then simply not shown. Its own
+            // key: an outcome another replica writes meanwhile is never overwritten.
             if self
                 .fleet
-                .set_marks(&w.instance_id, &[marks::outcome_tag(&outcome)])
+                .set_marks(&w.instance_id, &[marks::ended_tag(outcome.at)])
                 .await
                 .is_ok()
             {

@@ -10,7 +10,7 @@ use lifeguard_common::message::{
 };
 
 use super::*;
-use crate::marks::EndedBy;
+use crate::marks::{EndedBy, OutcomeMark};
 use lifeguard_common::lifecycle::GroupMembership;
 
 use crate::fleet::{AutoScaling, Completion, InstanceState, LifecycleError, MarkedInstance};
@@ -528,6 +528,48 @@ async fn a_final_report_taken_while_a_round_looks_is_acted_on_in_the_next_round(
     tracker.round().await;
     assert_eq!(fleet.calls("complete"), ["complete i-1 CONTINUE"]);
     assert_eq!(tracker.health().watching, 0);
+}
+
+#[tokio::test]
+async fn an_outcome_written_while_another_replica_settles_the_action_is_never_overwritten() {
+    // Replica b completed the action; replica a's round sees it over, but read the marks
+    // before b's outcome was written, and records the action as ended after b's write.
+    let fleet = FakeFleet::waiting(&["i-1"]);
+    began(&fleet, "i-1", 600);
+    let a = replica(&fleet, "a", "agent_grace_secs = 600");
+    a.reconcile().await.unwrap();
+    fleet
+        .states
+        .lock()
+        .unwrap()
+        .insert("i-1".into(), "Terminating:Proceed".into());
+    let slow = SlowLook::default();
+    *fleet.slow_look.lock().unwrap() = Some(slow.clone());
+    a.make_due(&["i-1".to_string()], now());
+    let round = tokio::spawn({
+        let a = a.clone();
+        async move { a.round().await }
+    });
+    slow.read.notified().await;
+    let completed = OutcomeMark {
+        result: "CONTINUE".into(),
+        by: EndedBy::Controller,
+        at: now(),
+    };
+    fleet
+        .set_marks("i-1", &[marks::outcome_tag(&completed)])
+        .await
+        .unwrap();
+    slow.release.notify_one();
+    round.await.unwrap();
+    assert_eq!(a.health().watching, 0, "settled and forgotten");
+    let outcome = Marks::from_tags(&fleet.tags.lock().unwrap()["i-1"])
+        .outcome
+        .unwrap();
+    assert_eq!(
+        (outcome.result.as_str(), outcome.by),
+        ("CONTINUE", EndedBy::Controller)
+    );
 }
 
 fn terminate_event(id: &str, time: OffsetDateTime) -> Parsed {
