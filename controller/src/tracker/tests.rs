@@ -368,10 +368,11 @@ async fn a_restarted_replica_heartbeats_an_action_its_clock_says_expired() {
     assert_eq!(tracker.health().watching, 1);
 }
 
-#[tokio::test]
-async fn an_action_that_ended_is_settled_and_forgotten() {
+/// An action on `i-1` begun `secs_ago` that replica `a` watches and Auto Scaling has since
+/// ended (someone else completed it); it is due for a look.
+async fn ended_behind_a_replicas_back(secs_ago: i64) -> (Arc<FakeFleet>, Arc<Tracker<FakeFleet>>) {
     let fleet = FakeFleet::waiting(&["i-1"]);
-    began(&fleet, "i-1", 10);
+    began(&fleet, "i-1", secs_ago);
     let tracker = replica(&fleet, "a", "agent_grace_secs = 600");
     tracker.reconcile().await.unwrap();
     fleet
@@ -380,6 +381,12 @@ async fn an_action_that_ended_is_settled_and_forgotten() {
         .unwrap()
         .insert("i-1".into(), "Terminating:Proceed".into());
     tracker.make_due(&["i-1".to_string()], now());
+    (fleet, tracker)
+}
+
+#[tokio::test]
+async fn an_action_that_ended_is_settled_and_forgotten() {
+    let (fleet, tracker) = ended_behind_a_replicas_back(10).await;
     tracker.round().await;
     assert_eq!(tracker.health().watching, 0);
     assert!(fleet.calls("complete").is_empty());
@@ -534,18 +541,9 @@ async fn a_final_report_taken_while_a_round_looks_is_acted_on_in_the_next_round(
 async fn an_outcome_written_while_another_replica_settles_the_action_is_never_overwritten() {
     // Replica b completed the action; replica a's round sees it over, but read the marks
     // before b's outcome was written, and records the action as ended after b's write.
-    let fleet = FakeFleet::waiting(&["i-1"]);
-    began(&fleet, "i-1", 600);
-    let a = replica(&fleet, "a", "agent_grace_secs = 600");
-    a.reconcile().await.unwrap();
-    fleet
-        .states
-        .lock()
-        .unwrap()
-        .insert("i-1".into(), "Terminating:Proceed".into());
+    let (fleet, a) = ended_behind_a_replicas_back(600).await;
     let slow = SlowLook::default();
     *fleet.slow_look.lock().unwrap() = Some(slow.clone());
-    a.make_due(&["i-1".to_string()], now());
     let round = tokio::spawn({
         let a = a.clone();
         async move { a.round().await }
