@@ -204,6 +204,33 @@ pub(super) struct FakeState {
     pub(super) configurations: super::configuration_tests::FakeConfigurations,
 }
 
+impl FakeState {
+    /// Group `web` on the template pinned to version 3, its latest refresh `r-1` in `status`
+    /// (started now, `percent` done, a replacement's launch abandoned).
+    fn pin_web_with_refresh(&mut self, status: &str, percent: i32) {
+        let template_id = self.template.id.clone();
+        self.groups.insert(
+            "web".into(),
+            GroupTemplate {
+                tags: HashMap::new(),
+                template_id: Some(template_id),
+                template_name: None,
+                version: Some("3".into()),
+            },
+        );
+        self.refreshes.insert(
+            "web".into(),
+            super::roll::RefreshView {
+                id: "r-1".into(),
+                status: status.into(),
+                percent: Some(percent),
+                reason: Some("a replacement's launch was abandoned".into()),
+                started_at: Some(OffsetDateTime::now_utc()),
+            },
+        );
+    }
+}
+
 impl FakeEc2 {
     pub(super) fn new(pending_looks: Option<u32>) -> Self {
         FakeEc2 {
@@ -867,26 +894,7 @@ async fn a_refresh_event_moves_a_rolling_pipeline_on_and_a_rolled_back_refresh_f
         let ec2 = FakeEc2::new(Some(0));
         {
             let mut s = ec2.state.lock().unwrap();
-            let template_id = s.template.id.clone();
-            s.groups.insert(
-                "web".into(),
-                GroupTemplate {
-                    tags: HashMap::new(),
-                    template_id: Some(template_id),
-                    template_name: None,
-                    version: Some("3".into()),
-                },
-            );
-            s.refreshes.insert(
-                "web".into(),
-                super::roll::RefreshView {
-                    id: "r-1".into(),
-                    status: "InProgress".into(),
-                    percent: Some(50),
-                    reason: Some("a replacement's launch was abandoned".into()),
-                    started_at: Some(OffsetDateTime::now_utc()),
-                },
-            );
+            s.pin_web_with_refresh("InProgress", 50);
             let mut p = fresh(Stage::Roll);
             p.image_id = Some("ami-0aaa".into());
             p.new_version = Some(4);
@@ -997,26 +1005,8 @@ async fn a_late_replica_never_takes_the_promoted_version_for_the_one_to_go_back_
         let mut s = ec2.state.lock().unwrap();
         s.template.default_version = 4;
         s.template.latest_version = 4;
-        s.groups.insert(
-            "web".into(),
-            GroupTemplate {
-                tags: HashMap::new(),
-                template_id: Some(template.id.clone()),
-                template_name: None,
-                version: Some("3".into()),
-            },
-        );
         // The group's refresh onto version 4 failed and Auto Scaling rolled it back.
-        s.refreshes.insert(
-            "web".into(),
-            super::roll::RefreshView {
-                id: "r-1".into(),
-                status: "RollbackSuccessful".into(),
-                percent: Some(0),
-                reason: Some("a replacement's launch was abandoned".into()),
-                started_at: Some(OffsetDateTime::now_utc()),
-            },
-        );
+        s.pin_web_with_refresh("RollbackSuccessful", 0);
     }
     let mut seen = Seen::default();
     let ended = drive(&ec2, late, Duration::from_millis(1), &mut seen)

@@ -277,6 +277,18 @@ fn report(id: &str, phase: ReportPhase, seq: u64) -> Parsed {
     }
 }
 
+/// A final report whose own completion was denied (the agent's role lacks the permission):
+/// its work done with CONTINUE, the action still the controller's to end.
+fn completion_denied(id: &str, phase: ReportPhase, seq: u64) -> Parsed {
+    let mut parsed = report(id, phase, seq);
+    if let Message::AgentReport(report) = &mut parsed.message {
+        report.result = Some("CONTINUE".into());
+        report.completion = Some(CompletionReport::Failed);
+        report.error = Some(format!("CompleteLifecycleAction {id}: AccessDenied"));
+    }
+    parsed
+}
+
 /// A message as SQS delivers what EventBridge sent.
 fn received() -> Received {
     Received {
@@ -475,12 +487,7 @@ async fn a_launch_reported_ready_whose_completion_failed_is_completed_with_conti
     };
     let policy = tracker.config.policy_for(GROUP, &HashMap::new()).unwrap();
     tracker.watch_action("i-1", GROUP, &hook, &policy, now(), &Marks::default());
-    let mut ready = report("i-1", ReportPhase::LaunchReady, 1);
-    if let Message::AgentReport(report) = &mut ready.message {
-        report.result = Some("CONTINUE".into());
-        report.completion = Some(CompletionReport::Failed);
-        report.error = Some("CompleteLifecycleAction i-1: AccessDenied".into());
-    }
+    let ready = completion_denied("i-1", ReportPhase::LaunchReady, 1);
     tracker.handle(&ready, &sent_by("i-1")).await;
     tracker.round().await;
     assert_eq!(fleet.calls("complete"), ["complete i-1 CONTINUE"]);
@@ -521,12 +528,7 @@ async fn a_final_report_taken_while_a_round_looks_is_acted_on_in_the_next_round(
         async move { tracker.round().await }
     });
     slow.read.notified().await;
-    let mut failed = report("i-1", ReportPhase::DrainFailed, 2);
-    if let Message::AgentReport(report) = &mut failed.message {
-        report.result = Some("CONTINUE".into());
-        report.completion = Some(CompletionReport::Failed);
-        report.error = Some("CompleteLifecycleAction i-1: AccessDenied".into());
-    }
+    let failed = completion_denied("i-1", ReportPhase::DrainFailed, 2);
     tracker.handle(&failed, &sent_by("i-1")).await;
     slow.release.notify_one();
     round.await.unwrap();
